@@ -1,0 +1,303 @@
+"""Pydantic models shared by every part of threadloom."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "abort"]
+AnswerFormat = Literal["text", "number", "boxed", "code", "expression", "json", "choice"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ChatMessage(_Frozen):
+    """One chat turn."""
+
+    role: Role
+    content: str
+
+
+class Problem(_Frozen):
+    """What the user wants solved: a prompt or chat messages, plus optional grading hints."""
+
+    prompt: str | None = None
+    """The user's question; give this or `messages`."""
+    messages: tuple[ChatMessage, ...] | None = None
+    """A full chat to continue instead of a single prompt."""
+    system: str | None = None
+    """A system prompt put before the user's turn."""
+    reference: str | None = None
+    """The known correct answer, if any (oracle verifiers and grading use it)."""
+    answer_format: AnswerFormat = "text"
+    """How the final answer is written, which decides how it is extracted."""
+    id: str = ""
+    """An identifier (dataset row id); empty for ad-hoc problems."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Free data carried along (e.g. unit tests for code problems)."""
+
+    @model_validator(mode="after")
+    def _check_prompt(self) -> Problem:
+        if self.messages is None and self.prompt is None:
+            raise ValueError("a Problem needs a prompt or messages")
+        if self.messages is not None and self.prompt is not None:
+            raise ValueError("give a Problem either a prompt or messages, not both")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("the prompt is empty: pass the question to solve")
+        if self.messages is not None and not self.messages:
+            raise ValueError("messages is empty: pass at least one user message")
+        return self
+
+    def chat(self) -> tuple[ChatMessage, ...]:
+        """The problem as chat messages (system first when given)."""
+        head = (ChatMessage(role="system", content=self.system),) if self.system else ()
+        if self.messages is not None:
+            return head + self.messages
+        return (*head, ChatMessage(role="user", content=self.prompt or ""))
+
+    def without_reference(self) -> Problem:
+        """A copy that hides the reference answer from strategies being evaluated."""
+        return self.model_copy(update={"reference": None})
+
+
+class SamplingParams(_Frozen):
+    """How to sample one completion; names follow vLLM's."""
+
+    temperature: float = Field(0.7, ge=0.0, le=5.0)
+    """0 means greedy decoding."""
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    """Nucleus sampling mass."""
+    max_tokens: int = Field(256, ge=1)
+    """Upper bound on generated tokens."""
+    stop: tuple[str, ...] = ()
+    """Strings that end the completion (not included in the text)."""
+    seed: int | None = None
+    """Seed for this request's sampler; None draws fresh entropy."""
+    logprobs: int | None = Field(None, ge=0, le=20)
+    """Return the sampled token's log-probability plus this many alternatives per token."""
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_tuple(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return (value,)
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not s for s in value):
+            raise ValueError("stop strings must be non-empty")
+        return value
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class GenerationRequest(_Frozen):
+    """One generation: chat messages (or raw text) plus an assistant prefix to continue."""
+
+    messages: tuple[ChatMessage, ...] | None = None
+    """Chat to continue; the worker applies its chat template."""
+    text: str | None = None
+    """Raw prompt text for plain completion (no chat template)."""
+    prefix: str = ""
+    """Assistant text already written; generation continues after it."""
+    params: SamplingParams = Field(default_factory=SamplingParams)
+    request_id: str = Field(default_factory=new_request_id)
+    affinity_key: str | None = None
+    """Requests with the same key share a prefix; pools route them to the same worker."""
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> GenerationRequest:
+        if (self.messages is None) == (self.text is None):
+            raise ValueError("a GenerationRequest needs exactly one of messages or text")
+        return self
+
+
+class TokenLogprob(_Frozen):
+    """A generated token with its log-probability and the top alternatives."""
+
+    token: str
+    logprob: float
+    top: dict[str, float] = Field(default_factory=dict)
+
+
+class TokenUsage(_Frozen):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    """Prompt tokens served from the prefix cache instead of being evaluated."""
+
+
+class Timings(_Frozen):
+    queued_s: float = 0.0
+    """From submission to the first model step that included the request."""
+    first_token_s: float = 0.0
+    """From submission to the first generated token."""
+    total_s: float = 0.0
+    """From submission to completion."""
+
+
+class Completion(_Frozen):
+    """What a worker returns for one request."""
+
+    text: str
+    finish_reason: FinishReason
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    worker_id: str = ""
+    request_id: str = ""
+    timings: Timings = Field(default_factory=Timings)
+    drafted_tokens: int = 0
+    """Speculative decoding: tokens proposed by the draft."""
+    accepted_tokens: int = 0
+    """Speculative decoding: drafted tokens the target model accepted."""
+
+    @property
+    def mean_logprob(self) -> float | None:
+        if not self.logprobs:
+            return None
+        return sum(t.logprob for t in self.logprobs) / len(self.logprobs)
+
+
+class Score(_Frozen):
+    """A verifier's judgement of one candidate."""
+
+    value: float
+    """Higher is better; rule verifiers use 1.0 for pass and 0.0 for fail."""
+    passed: bool | None = None
+    """True/False when the verifier makes a binary call, None for a graded score."""
+    detail: str = ""
+    """A short human-readable reason."""
+
+
+class Candidate(BaseModel):
+    """A partial or complete solution moving through a strategy graph."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    answer: str | None = None
+    """The extracted final answer."""
+    steps: list[str] = Field(default_factory=list)
+    scores: dict[str, Score] = Field(default_factory=dict)
+    """Verifier name -> score."""
+    node_id: str | None = None
+    """Node of the thought graph that produced this candidate."""
+    finish_reason: FinishReason = "stop"
+    mean_logprob: float | None = None
+    completion_tokens: int = 0
+    votes: int = 0
+    """Candidates agreeing with this one's answer (voting strategies fill it in)."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def score_value(self, verifier: str | None = None) -> float | None:
+        """The named verifier's score, or the first score if no name is given."""
+        if verifier is not None:
+            score = self.scores.get(verifier)
+            return None if score is None else score.value
+        for score in self.scores.values():
+            return score.value
+        return None
+
+
+class Usage(BaseModel):
+    """Compute spent by a run (or a part of it); added up as the run goes."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+    generations: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    completion_tokens: int = 0
+    verifier_calls: int = 0
+    aborted_generations: int = 0
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+    wall_time_s: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Completion tokens per second of wall time."""
+        return self.completion_tokens / self.wall_time_s if self.wall_time_s > 0 else 0.0
+
+    def add_completion(self, completion: Completion) -> None:
+        self.generations += 1
+        self.prompt_tokens += completion.usage.prompt_tokens
+        self.cached_prompt_tokens += completion.usage.cached_prompt_tokens
+        self.completion_tokens += completion.usage.completion_tokens
+        self.drafted_tokens += completion.drafted_tokens
+        self.accepted_tokens += completion.accepted_tokens
+        if completion.finish_reason == "abort":
+            self.aborted_generations += 1
+
+    def merge(self, other: Usage) -> None:
+        for name in type(self).model_fields:
+            if name != "wall_time_s":
+                setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def summary(self) -> dict[str, float]:
+        data: dict[str, float] = self.model_dump()
+        data["tokens_per_s"] = round(self.tokens_per_s, 2)
+        return data
+
+
+class Budget(_Frozen):
+    """Limits on what a run (or a node) may spend; None means unlimited."""
+
+    max_generations: int | None = Field(None, ge=0)
+    max_prompt_tokens: int | None = Field(None, ge=0)
+    max_completion_tokens: int | None = Field(None, ge=0)
+    max_verifier_calls: int | None = Field(None, ge=0)
+    max_wall_time_s: float | None = Field(None, gt=0)
+
+
+class TraceNode(_Frozen):
+    id: str
+    kind: str
+    """prompt, generation, candidate, select, vote, ..."""
+    label: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class TraceEdge(_Frozen):
+    source: str
+    target: str
+    kind: str
+    """continue, fork, join, merge, select, score."""
+
+
+class Trace(_Frozen):
+    """The thought graph of a run, as plain data."""
+
+    nodes: tuple[TraceNode, ...] = ()
+    edges: tuple[TraceEdge, ...] = ()
+
+
+class Result(BaseModel):
+    """What a run returns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    answer: str | None
+    """The chosen final answer (extracted), or None if nothing usable was produced."""
+    text: str
+    """The full text of the chosen candidate."""
+    best: Candidate | None
+    candidates: list[Candidate]
+    usage: Usage
+    truncated: bool = False
+    """True when a budget ran out before the strategy finished."""
+    strategy: str = ""
+    trace: Trace = Field(default_factory=Trace)

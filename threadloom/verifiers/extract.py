@@ -1,0 +1,107 @@
+"""Final-answer extraction from model output: the one place that knows answer formats."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+from threadloom.types import AnswerFormat
+
+_NUMBER = re.compile(r"(?<![\w.])-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?|(?<![\w.])-?\.\d+")
+_ANSWER_LINE = re.compile(
+    r"(?:final answer|the answer is|answer\s*[:=]|####)\s*[:=]?\s*(.+)", re.IGNORECASE
+)
+_CODE_BLOCK = re.compile(r"```(?:[a-zA-Z0-9_+-]*)\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced."""
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start < 0:
+        return None
+    brace = text.find("{", start)
+    if brace < 0:
+        return None
+    depth = 0
+    for i in range(brace, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[brace + 1 : i].strip()
+    return None
+
+
+def extract_answer_line(text: str) -> str | None:
+    """What follows the last 'answer:' / 'the answer is' / '####' marker, on that line."""
+    matches = list(_ANSWER_LINE.finditer(text))
+    if not matches:
+        return None
+    value = matches[-1].group(1).strip().rstrip(".").strip()
+    return value or None
+
+
+def extract_last_number(text: str) -> str | None:
+    """The last number in the text, normalized ('1,234.50' -> '1234.5', '$5' -> '5')."""
+    found = _NUMBER.findall(text)
+    if not found:
+        return None
+    return normalize_number(found[-1])
+
+
+def normalize_number(raw: str) -> str | None:
+    cleaned = raw.replace(",", "").replace("$", "").replace(" ", "")
+    value = parse_number(cleaned)
+    if value is None:
+        return None
+    if value.denominator == 1:
+        return str(value.numerator)
+    as_float = float(value)
+    if "/" in cleaned:
+        return f"{value.numerator}/{value.denominator}"
+    return repr(as_float)
+
+
+def parse_number(text: str) -> Fraction | None:
+    """An exact number from '42', '-3.5', '3/4', '1,000'; None if it is not one."""
+    cleaned = text.strip().replace(",", "").replace("$", "").rstrip(".")
+    if not cleaned:
+        return None
+    try:
+        return Fraction(cleaned)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def extract_code(text: str) -> str:
+    """The last fenced code block, or the whole text when there is none."""
+    blocks = _CODE_BLOCK.findall(text)
+    return blocks[-1] if blocks else text
+
+
+def extract_answer(text: str, answer_format: AnswerFormat = "text") -> str | None:
+    """The final answer written in `text`, read according to the problem's answer format."""
+    if answer_format == "code":
+        code = extract_code(text).strip()
+        return code or None
+    if answer_format == "boxed":
+        return extract_boxed(text) or extract_answer_line(text) or extract_last_number(text)
+    if answer_format == "number":
+        for source in (extract_boxed(text), extract_answer_line(text)):
+            if source:
+                number = extract_last_number(source)
+                if number is not None:
+                    return number
+        return extract_last_number(text)
+    if answer_format == "json":
+        start, end = text.find("{"), text.rfind("}")
+        return text[start : end + 1] if 0 <= start < end else None
+    boxed = extract_boxed(text)
+    if boxed:
+        return boxed
+    line = extract_answer_line(text)
+    if line:
+        return line
+    stripped = text.strip()
+    return stripped or None

@@ -1,0 +1,75 @@
+"""The Worker protocol: what every generation backend implements."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from threadloom.types import Completion, GenerationRequest
+
+
+class WorkerCapabilities(BaseModel):
+    """What a worker can do; strategies and pools read it, never the concrete class."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    logprobs: bool = False
+    prefix_caching: bool = False
+    speculative_decoding: bool = False
+    max_context: int = 0
+    """Tokens per sequence (prompt plus completion); 0 when unknown."""
+    max_batch: int = 1
+    """Sequences decoded together in one forward pass."""
+    model: str = ""
+
+
+class StreamDelta(BaseModel):
+    """One piece of a streamed completion; the last one carries the full Completion."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    completion: Completion | None = None
+
+
+@runtime_checkable
+class Worker(Protocol):
+    """A generation backend.
+
+    Implementations: `LlamaCppWorker` (embedded default), `VLLMWorker`, `OpenAIWorker`, and the
+    test double `FakeWorker`. Pools implement the same protocol over several workers.
+    """
+
+    worker_id: str
+
+    @property
+    def capabilities(self) -> WorkerCapabilities: ...
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        """Generate one completion; an aborted request returns finish_reason "abort"."""
+        ...
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
+        """Yield text deltas as they are decoded; the final delta carries the Completion."""
+        ...
+
+    async def abort(self, request_id: str) -> bool:
+        """Stop a running request within a step; True if it was running."""
+        ...
+
+    async def close(self) -> None:
+        """Release the backend's resources; later calls raise WorkerDead."""
+        ...
+
+
+async def collect_stream(stream: AsyncIterator[StreamDelta]) -> Completion:
+    """Drain a stream and return its final Completion."""
+    final: Completion | None = None
+    async for delta in stream:
+        if delta.completion is not None:
+            final = delta.completion
+    if final is None:
+        raise RuntimeError("stream ended without a final completion")
+    return final

@@ -1,0 +1,269 @@
+"""LlamaCppWorker: the embedded default worker, llama.cpp in-process with batched decoding."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from threadloom.errors import (
+    ConfigError,
+    ContextLengthError,
+    MissingDependencyError,
+    ModelNotFoundError,
+    WorkerDead,
+)
+from threadloom.types import (
+    ChatMessage,
+    Completion,
+    GenerationRequest,
+    Timings,
+    TokenLogprob,
+    TokenUsage,
+)
+from threadloom.workers.base import StreamDelta, WorkerCapabilities
+from threadloom.workers.models import BUNDLED_NAME, bundled_model_path, resolve_model_path
+
+try:
+    import llama_cpp
+except ImportError as exc:  # pragma: no cover - llama-cpp-python is a core dependency
+    raise MissingDependencyError(
+        "the llama.cpp worker needs llama-cpp-python: pip install llama-cpp-python"
+    ) from exc
+
+from threadloom.workers.llamacpp_engine import BatchedEngine, EngineOutput, EngineRequest
+
+_DONE = object()
+
+
+class LlamaCppWorker:
+    """Generates with a GGUF model in this process; many requests share each forward pass.
+
+    Args:
+        model: Path of a GGUF file; None loads the bundled SmolLM2-135M-Instruct.
+        n_ctx: KV-cache cells shared by all sequences (each sequence may use up to all of them).
+        n_slots: Sequences decoded together (live requests plus cached prefixes).
+        max_batch_tokens: Tokens per forward pass (decode tokens plus prompt chunks).
+        n_threads: CPU threads for llama.cpp; defaults to the number of cores.
+        worker_id: Name used in traces and pools.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        n_ctx: int = 8192,
+        n_slots: int = 32,
+        max_batch_tokens: int = 1024,
+        n_threads: int | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        if n_ctx < 64:
+            raise ConfigError(f"n_ctx={n_ctx} is too small; use at least 64 (default 8192)")
+        if not 1 <= n_slots <= llama_cpp.llama_max_parallel_sequences():
+            raise ConfigError(
+                f"n_slots={n_slots} is out of range; llama.cpp allows 1 to "
+                f"{llama_cpp.llama_max_parallel_sequences()} sequences"
+            )
+        self.model_path = resolve_model_path(model)
+        self.worker_id = worker_id or f"llamacpp-{uuid.uuid4().hex[:6]}"
+        threads = n_threads or os.cpu_count() or 1
+        try:
+            self._llama = llama_cpp.Llama(
+                model_path=str(self.model_path),
+                n_ctx=64,
+                n_batch=64,
+                n_threads=1,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ModelNotFoundError(
+                f"llama.cpp could not load {self.model_path}: {exc}. Check that the file is a "
+                "complete GGUF model (re-download or re-convert it)."
+            ) from exc
+        self._engine = BatchedEngine(
+            self._llama.model,
+            n_ctx=n_ctx,
+            n_slots=n_slots,
+            max_batch_tokens=max_batch_tokens,
+            n_threads=threads,
+            name=self.worker_id,
+        )
+        metadata: dict[str, str] = dict(self._llama.metadata)
+        template = metadata.get("tokenizer.chat_template")
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        self._template = env.from_string(template) if template else None
+        self._bos = self._token_text(self._llama.token_bos())
+        self._eos = self._token_text(self._llama.token_eos())
+        self._model_name = (
+            BUNDLED_NAME
+            if self.model_path == _bundled_or_none()
+            else metadata.get("general.name", self.model_path.name)
+        )
+        self._closed = False
+
+    @property
+    def capabilities(self) -> WorkerCapabilities:
+        return WorkerCapabilities(
+            logprobs=True,
+            prefix_caching=True,
+            speculative_decoding=False,
+            max_context=self._engine.n_ctx_seq,
+            max_batch=len(self._engine._slots),
+            model=self._model_name,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Engine counters: steps, decoded and prefilled tokens, prefix-cache hits."""
+        return dict(self._engine.stats().__dict__)
+
+    # ----- prompt building ------------------------------------------------------------------
+
+    def render(self, request: GenerationRequest) -> str:
+        """The exact prompt text the model sees (chat template applied, prefix appended)."""
+        if request.text is not None:
+            return request.text + request.prefix
+        if self._template is None:
+            raise ConfigError(
+                f"{self.model_path.name} has no chat template; send plain-text requests "
+                "(GenerationRequest(text=...)) or use a chat model"
+            )
+        messages = [m.model_dump() for m in request.messages or ()]
+        rendered = self._template.render(
+            messages=messages,
+            add_generation_prompt=True,
+            bos_token=self._bos,
+            eos_token=self._eos,
+        )
+        return rendered + request.prefix
+
+    def tokenize(self, text: str) -> list[int]:
+        add_bos = not (self._bos and text.startswith(self._bos))
+        return list(self._llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self._llama.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    def _encode(self, request: GenerationRequest) -> list[int]:
+        tokens = self.tokenize(self.render(request))
+        limit = self._engine.n_ctx_seq
+        if len(tokens) >= limit:
+            raise ContextLengthError(
+                f"the prompt is {len(tokens)} tokens but the context window holds {limit}: "
+                "shorten the prompt or create the worker with a larger n_ctx",
+                prompt_tokens=len(tokens),
+                context_length=limit,
+            )
+        return tokens
+
+    # ----- Worker protocol ------------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        final: Completion | None = None
+        async for delta in self.stream(request):
+            if delta.completion is not None:
+                final = delta.completion
+        assert final is not None
+        return final
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
+        if self._closed:
+            raise WorkerDead(f"worker {self.worker_id} is closed; create a new one")
+        tokens = self._encode(request)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        def on_delta(text: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, text)
+
+        def on_done(outcome: EngineOutput | BaseException) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, outcome)
+
+        self._engine.submit(
+            EngineRequest(
+                request_id=request.request_id,
+                prompt_tokens=tokens,
+                params=request.params,
+                on_delta=on_delta,
+                on_done=on_done,
+            )
+        )
+        finished = False
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, str):
+                    yield StreamDelta(text=item)
+                    continue
+                finished = True
+                if isinstance(item, BaseException):
+                    raise item
+                yield StreamDelta(text="", completion=self._completion(request, item))
+                return
+        finally:
+            if not finished:
+                # the consumer stopped listening or was cancelled: stop decoding at once
+                self._engine.abort(request.request_id)
+
+    def _completion(self, request: GenerationRequest, out: EngineOutput) -> Completion:
+        logprobs = None
+        if out.logprobs is not None:
+            logprobs = tuple(
+                TokenLogprob(
+                    token=self._piece_text(s.token),
+                    logprob=s.logprob,
+                    top={self._piece_text(t): lp for t, lp in s.top},
+                )
+                for s in out.logprobs
+            )
+        return Completion(
+            text=out.text,
+            finish_reason=out.finish_reason,
+            usage=TokenUsage(
+                prompt_tokens=out.prompt_tokens,
+                completion_tokens=out.completion_tokens,
+                cached_prompt_tokens=out.cached_prompt_tokens,
+            ),
+            logprobs=logprobs,
+            worker_id=self.worker_id,
+            request_id=request.request_id,
+            timings=Timings(
+                queued_s=out.queued_s, first_token_s=out.first_token_s, total_s=out.total_s
+            ),
+        )
+
+    def _piece_text(self, token: int) -> str:
+        return self._engine.piece(token).decode("utf-8", errors="replace")
+
+    async def abort(self, request_id: str) -> bool:
+        return self._engine.abort(request_id)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self._engine.close)
+        self._llama.close()
+
+    def chat_request(self, prompt: str, **params: Any) -> GenerationRequest:
+        """Convenience: a single-turn chat request."""
+        from threadloom.types import SamplingParams
+
+        return GenerationRequest(
+            messages=(ChatMessage(role="user", content=prompt),),
+            params=SamplingParams(**params),
+        )
+
+
+def _bundled_or_none() -> Path | None:
+    try:
+        return bundled_model_path()
+    except ModelNotFoundError:
+        return None

@@ -1,0 +1,493 @@
+"""Continuous batching on llama.cpp: many sequences share every forward pass of one context.
+
+The engine owns one llama.cpp context with a unified KV cache and `n_slots` sequence ids. A
+background thread loops: admit queued requests into free slots, build one batch holding the next
+token of every decoding sequence plus chunks of prompts still being prefilled, run one
+`llama_decode`, sample each sequence's next token from its row of logits, and report text deltas.
+
+Prefix caching: a finished sequence keeps its KV cells (the slot is "retained") until the slot is
+needed. A new request whose prompt shares a token prefix with a live or retained sequence gets that
+prefix by `llama_memory_seq_cp` (the cells are shared, not recomputed); only the rest is prefilled.
+Requests whose prompt matches one that is still being prefilled wait one step so they can share it
+(N samples of one prompt prefill it once).
+
+This module imports `llama_cpp` and is imported only by the llama.cpp worker.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import llama_cpp
+import numpy as np
+
+from threadloom.errors import WorkerDead, WorkerError
+from threadloom.types import FinishReason, SamplingParams
+from threadloom.workers.sampling import SampledToken, TokenSampler
+from threadloom.workers.text_stream import StopAwareText
+
+logger = logging.getLogger(__name__)
+
+_MIN_SHARED_PREFIX = 8
+"""Wait for a sibling's prefill only when it would share at least this many tokens."""
+
+
+@dataclass
+class EngineOutput:
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    completion_tokens: int
+    logprobs: list[SampledToken] | None
+    queued_s: float
+    first_token_s: float
+    total_s: float
+
+
+@dataclass
+class EngineRequest:
+    """A request as the engine sees it; callbacks run on the engine thread."""
+
+    request_id: str
+    prompt_tokens: list[int]
+    params: SamplingParams
+    on_delta: Callable[[str], None]
+    on_done: Callable[[EngineOutput | BaseException], None]
+    submitted_at: float = field(default_factory=time.perf_counter)
+    aborted: bool = False
+
+
+@dataclass
+class _Sequence:
+    request: EngineRequest
+    sampler: TokenSampler
+    text: StopAwareText
+    pending: list[int]
+    cached_tokens: int
+    reserved_cells: int
+    started_at: float
+    first_token_at: float = 0.0
+    completion_tokens: int = 0
+    logprobs: list[SampledToken] | None = None
+
+
+@dataclass
+class _Slot:
+    seq_id: int
+    kv_tokens: list[int] = field(default_factory=list)
+    """Tokens whose keys and values are in the cache for this sequence id, positions 0..n-1."""
+    live: _Sequence | None = None
+    last_used: float = 0.0
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    steps: int
+    decoded_tokens: int
+    prefill_tokens: int
+    cached_prompt_tokens: int
+    live_sequences: int
+    queued_requests: int
+    retained_slots: int
+
+
+class BatchedEngine:
+    """Decodes many sequences together on one llama.cpp model. Thread-safe `submit` and `abort`."""
+
+    def __init__(
+        self,
+        model: llama_cpp.llama_model_p,
+        *,
+        n_ctx: int,
+        n_slots: int,
+        max_batch_tokens: int,
+        n_threads: int,
+        name: str = "llamacpp",
+    ) -> None:
+        self._model = model
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = max_batch_tokens
+        params.n_ubatch = min(512, max_batch_tokens)
+        params.n_seq_max = n_slots
+        params.kv_unified = True
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads
+        params.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(model, params)
+        if not ctx:
+            raise WorkerError(
+                f"llama.cpp could not create a context with n_ctx={n_ctx}, n_slots={n_slots}; "
+                "lower n_ctx or n_slots"
+            )
+        self._ctx = ctx
+        self._memory = llama_cpp.llama_get_memory(ctx)
+        self.n_ctx = llama_cpp.llama_n_ctx(ctx)
+        self.n_ctx_seq = llama_cpp.llama_n_ctx_seq(ctx)
+        self.max_batch_tokens = max_batch_tokens
+        self._batch = llama_cpp.llama_batch_init(max_batch_tokens, 0, 1)
+        self._slots = [_Slot(seq_id=i) for i in range(n_slots)]
+        self._queue: deque[EngineRequest] = deque()
+        self._by_id: dict[str, EngineRequest] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+        self._pieces: dict[int, bytes] = {}
+        self._steps = 0
+        self._decoded = 0
+        self._prefilled = 0
+        self._cached = 0
+        self._thread = threading.Thread(target=self._run, name=f"{name}-engine", daemon=True)
+        self._thread.start()
+
+    # ----- public, any thread -------------------------------------------------------------
+
+    def submit(self, request: EngineRequest) -> None:
+        with self._cond:
+            if self._closed:
+                raise WorkerDead("the llama.cpp engine is closed; create a new worker")
+            self._queue.append(request)
+            self._by_id[request.request_id] = request
+            self._cond.notify()
+
+    def abort(self, request_id: str) -> bool:
+        with self._cond:
+            request = self._by_id.get(request_id)
+            if request is None:
+                return False
+            request.aborted = True
+            self._cond.notify()
+            return True
+
+    def stats(self) -> EngineStats:
+        with self._cond:
+            return EngineStats(
+                steps=self._steps,
+                decoded_tokens=self._decoded,
+                prefill_tokens=self._prefilled,
+                cached_prompt_tokens=self._cached,
+                live_sequences=sum(1 for s in self._slots if s.live is not None),
+                queued_requests=len(self._queue),
+                retained_slots=sum(1 for s in self._slots if s.live is None and s.kv_tokens),
+            )
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+        llama_cpp.llama_batch_free(self._batch)
+        llama_cpp.llama_free(self._ctx)
+
+    # ----- engine thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._closed and not self._queue and not self._any_live():
+                        self._cond.wait()
+                    if self._closed:
+                        break
+                    self._drop_aborted()
+                    self._admit()
+                if self._any_live():
+                    self._step()
+        except BaseException as exc:  # the thread must report, never die silently
+            logger.exception("llama.cpp engine crashed")
+            self._fail_everything(WorkerDead(f"the llama.cpp engine crashed: {exc!r}"))
+            return
+        self._fail_everything(WorkerDead("the llama.cpp worker was closed"))
+
+    def _any_live(self) -> bool:
+        return any(slot.live is not None for slot in self._slots)
+
+    def _drop_aborted(self) -> None:
+        for request in [r for r in self._queue if r.aborted]:
+            self._queue.remove(request)
+            self._by_id.pop(request.request_id, None)
+            now = time.perf_counter()
+            request.on_done(
+                EngineOutput(
+                    text="",
+                    finish_reason="abort",
+                    prompt_tokens=len(request.prompt_tokens),
+                    cached_prompt_tokens=0,
+                    completion_tokens=0,
+                    logprobs=None,
+                    queued_s=now - request.submitted_at,
+                    first_token_s=0.0,
+                    total_s=now - request.submitted_at,
+                )
+            )
+        for slot in self._slots:
+            if slot.live is not None and slot.live.request.aborted:
+                self._finish(slot, "abort")
+
+    def _reserved_cells(self) -> int:
+        return sum(s.live.reserved_cells for s in self._slots if s.live is not None)
+
+    def _admit(self) -> None:
+        deferred: list[EngineRequest] = []
+        while self._queue:
+            if all(slot.live is not None for slot in self._slots):
+                break
+            request = self._queue.popleft()
+            prompt = request.prompt_tokens
+            source, shared = self._longest_cached_prefix(prompt)
+            if self._should_wait_for_sibling(prompt, shared):
+                deferred.append(request)
+                continue
+            need = len(prompt) - shared + request.params.max_tokens
+            if self._reserved_cells() + need > self.n_ctx and self._any_live():
+                deferred.append(request)
+                break
+            while self._reserved_cells() + need + self._retained_cells() > self.n_ctx:
+                if not self._evict_one_retained(keep=source):
+                    break
+            slot = self._claim_slot(prefer=source)
+            if slot is None:
+                deferred.append(request)
+                break
+            self._start(slot, request, source, shared, need)
+        self._queue.extendleft(reversed(deferred))
+
+    def _retained_cells(self) -> int:
+        return sum(len(s.kv_tokens) for s in self._slots if s.live is None)
+
+    def _longest_cached_prefix(self, prompt: list[int]) -> tuple[_Slot | None, int]:
+        best: _Slot | None = None
+        best_len = 0
+        for slot in self._slots:
+            n = _common_prefix(slot.kv_tokens, prompt)
+            # on a tie prefer a retained slot: it can be reused in place, without a copy
+            if n > best_len or (n == best_len and n > 0 and slot.live is None):
+                best, best_len = slot, n
+        # at least one prompt token must be decoded to get logits for the first sample
+        return best, min(best_len, len(prompt) - 1)
+
+    def _should_wait_for_sibling(self, prompt: list[int], shared: int) -> bool:
+        for slot in self._slots:
+            seq = slot.live
+            if seq is None or not seq.pending or seq.completion_tokens > 0:
+                continue
+            upcoming = slot.kv_tokens + seq.pending
+            if _common_prefix(upcoming, prompt) >= shared + _MIN_SHARED_PREFIX:
+                return True
+        return False
+
+    def _claim_slot(self, prefer: _Slot | None) -> _Slot | None:
+        if prefer is not None and prefer.live is None:
+            return prefer
+        free = [s for s in self._slots if s.live is None and not s.kv_tokens]
+        if free:
+            return free[0]
+        retained = [s for s in self._slots if s.live is None]
+        if not retained:
+            return None
+        return min(retained, key=lambda s: s.last_used)
+
+    def _start(
+        self, slot: _Slot, request: EngineRequest, source: _Slot | None, shared: int, need: int
+    ) -> None:
+        if source is slot:
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, shared, -1)
+            slot.kv_tokens = slot.kv_tokens[:shared]
+        else:
+            if slot.kv_tokens:
+                llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            if source is not None and shared > 0:
+                llama_cpp.llama_memory_seq_cp(self._memory, source.seq_id, slot.seq_id, 0, shared)
+                slot.kv_tokens = source.kv_tokens[:shared]
+            else:
+                slot.kv_tokens = []
+                shared = 0
+        params = request.params
+        slot.live = _Sequence(
+            request=request,
+            sampler=TokenSampler(params.temperature, params.top_p, params.seed, params.logprobs),
+            text=StopAwareText(params.stop),
+            pending=request.prompt_tokens[shared:],
+            cached_tokens=shared,
+            reserved_cells=need,
+            started_at=time.perf_counter(),
+            logprobs=[] if params.logprobs is not None else None,
+        )
+        self._cached += shared
+        slot.last_used = time.perf_counter()
+
+    def _evict_one_retained(self, keep: _Slot | None = None) -> bool:
+        retained = [s for s in self._slots if s.live is None and s.kv_tokens and s is not keep]
+        if not retained:
+            return False
+        victim = min(retained, key=lambda s: s.last_used)
+        llama_cpp.llama_memory_seq_rm(self._memory, victim.seq_id, -1, -1)
+        victim.kv_tokens = []
+        return True
+
+    def _step(self) -> None:
+        batch = self._batch
+        budget = self.max_batch_tokens
+        rows: list[tuple[_Slot, int]] = []  # (slot, number of tokens fed this step)
+        live = [s for s in self._slots if s.live is not None]
+        # decoding sequences first (one token each), then prompt chunks with what is left
+        live.sort(key=lambda s: len(s.live.pending) if s.live else 0)
+        n = 0
+        outputs: list[_Slot] = []
+        for slot in live:
+            seq = slot.live
+            assert seq is not None
+            take = min(len(seq.pending), budget - n)
+            if take <= 0:
+                continue
+            pos0 = len(slot.kv_tokens)
+            for j in range(take):
+                batch.token[n] = seq.pending[j]
+                batch.pos[n] = pos0 + j
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = slot.seq_id
+                last = j == take - 1 and take == len(seq.pending)
+                batch.logits[n] = 1 if last else 0
+                n += 1
+            if take == len(seq.pending):
+                outputs.append(slot)
+            rows.append((slot, take))
+        batch.n_tokens = n
+        status = llama_cpp.llama_decode(self._ctx, batch)
+        if status == 1:
+            # no room in the KV cache: free a retained prefix and retry next step, or give up
+            if not self._evict_one_retained():
+                victim = max(live, key=lambda s: s.live.started_at if s.live else 0.0)
+                self._fail(victim, WorkerError(
+                    f"the KV cache ({self.n_ctx} cells) is full; lower the number of "
+                    "concurrent sequences or raise n_ctx"))
+            return
+        if status != 0:
+            raise WorkerError(f"llama_decode failed with status {status}")
+        self._steps += 1
+        for slot, take in rows:
+            seq = slot.live
+            assert seq is not None
+            slot.kv_tokens.extend(seq.pending[:take])
+            if seq.completion_tokens == 0:
+                self._prefilled += take
+            del seq.pending[:take]
+        if not outputs:
+            return
+        logits_ptr = llama_cpp.llama_get_logits(self._ctx)
+        logits = np.ctypeslib.as_array(logits_ptr, shape=(len(outputs), self.n_vocab))
+        now = time.perf_counter()
+        with self._cond:
+            for row, slot in enumerate(outputs):
+                self._advance(slot, logits[row], now)
+
+    def _advance(self, slot: _Slot, logits: np.ndarray, now: float) -> None:
+        seq = slot.live
+        assert seq is not None
+        if seq.request.aborted:
+            self._finish(slot, "abort")
+            return
+        sampled = seq.sampler.sample(logits)
+        slot.last_used = now
+        if llama_cpp.llama_vocab_is_eog(self._vocab, sampled.token):
+            self._finish(slot, "stop")
+            return
+        if seq.first_token_at == 0.0:
+            seq.first_token_at = now
+        seq.completion_tokens += 1
+        self._decoded += 1
+        if seq.logprobs is not None:
+            seq.logprobs.append(sampled)
+        delta = seq.text.push(self.piece(sampled.token))
+        if delta:
+            seq.request.on_delta(delta)
+        if seq.text.stopped:
+            self._finish(slot, "stop")
+        elif seq.completion_tokens >= seq.request.params.max_tokens:
+            self._finish(slot, "length")
+        elif len(slot.kv_tokens) + 1 >= self.n_ctx_seq:
+            self._finish(slot, "length")
+        else:
+            seq.pending.append(sampled.token)
+
+    def _finish(self, slot: _Slot, reason: FinishReason) -> None:
+        seq = slot.live
+        assert seq is not None
+        slot.live = None
+        request = seq.request
+        self._by_id.pop(request.request_id, None)
+        tail = seq.text.finish() if reason != "abort" else ""
+        if tail:
+            request.on_delta(tail)
+        now = time.perf_counter()
+        request.on_done(
+            EngineOutput(
+                text=seq.text.text,
+                finish_reason=reason,
+                prompt_tokens=len(request.prompt_tokens),
+                cached_prompt_tokens=seq.cached_tokens,
+                completion_tokens=seq.completion_tokens,
+                logprobs=seq.logprobs,
+                queued_s=seq.started_at - request.submitted_at,
+                first_token_s=(seq.first_token_at - request.submitted_at)
+                if seq.first_token_at
+                else 0.0,
+                total_s=now - request.submitted_at,
+            )
+        )
+
+    def _fail(self, slot: _Slot, error: BaseException) -> None:
+        seq = slot.live
+        assert seq is not None
+        slot.live = None
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+        slot.kv_tokens = []
+        self._by_id.pop(seq.request.request_id, None)
+        seq.request.on_done(error)
+
+    def _fail_everything(self, error: BaseException) -> None:
+        with self._cond:
+            self._closed = True
+            pending = list(self._queue)
+            self._queue.clear()
+            live = [s for s in self._slots if s.live is not None]
+        for request in pending:
+            request.on_done(error)
+        for slot in live:
+            seq = slot.live
+            slot.live = None
+            if seq is not None:
+                seq.request.on_done(error)
+        self._by_id.clear()
+
+    def piece(self, token: int) -> bytes:
+        cached = self._pieces.get(token)
+        if cached is None:
+            buf = ctypes.create_string_buffer(64)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            cached = buf.raw[:n]
+            self._pieces[token] = cached
+        return cached
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    left = np.asarray(a[:n])
+    right = np.asarray(b[:n])
+    mismatch = np.flatnonzero(left != right)
+    return int(mismatch[0]) if mismatch.size else n
