@@ -368,9 +368,13 @@ class BatchedEngine:
             # no room in the KV cache: free a retained prefix and retry next step, or give up
             if not self._evict_one_retained():
                 victim = max(live, key=lambda s: s.live.started_at if s.live else 0.0)
-                self._fail(victim, WorkerError(
-                    f"the KV cache ({self.n_ctx} cells) is full; lower the number of "
-                    "concurrent sequences or raise n_ctx"))
+                self._fail(
+                    victim,
+                    WorkerError(
+                        f"the KV cache ({self.n_ctx} cells) is full; lower the number of "
+                        "concurrent sequences or raise n_ctx"
+                    ),
+                )
             return
         if status != 0:
             raise WorkerError(f"llama_decode failed with status {status}")
@@ -413,9 +417,10 @@ class BatchedEngine:
             seq.request.on_delta(delta)
         if seq.text.stopped:
             self._finish(slot, "stop")
-        elif seq.completion_tokens >= seq.request.params.max_tokens:
-            self._finish(slot, "length")
-        elif len(slot.kv_tokens) + 1 >= self.n_ctx_seq:
+        elif (
+            seq.completion_tokens >= seq.request.params.max_tokens
+            or len(slot.kv_tokens) + 1 >= self.n_ctx_seq
+        ):
             self._finish(slot, "length")
         else:
             seq.pending.append(sampled.token)

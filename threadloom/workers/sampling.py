@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_NUCLEUS_SHORTLIST = 512
-
 
 @dataclass(frozen=True, slots=True)
 class SampledToken:
@@ -18,25 +16,35 @@ class SampledToken:
     """The most likely alternatives (token id, log-probability), best first."""
 
 
+_TAIL_CUTOFF = -20.0
+"""Tokens this far (in temperature-scaled logits) below the best are dropped before sampling:
+each has under 2e-9 of the best token's weight, all of them together under 1e-4 of it, and
+dropping them lets sampling sort a few hundred candidates instead of the whole vocabulary."""
+_SHORTLIST = 256
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max()
     return shifted - np.log(np.exp(shifted).sum())
 
 
-def nucleus_indices(probs: np.ndarray, top_p: float) -> np.ndarray:
-    """Smallest set of token ids whose probability mass reaches `top_p`, most likely first.
+def nucleus(weights: np.ndarray, top_p: float) -> np.ndarray:
+    """Positions of the smallest most-likely set of `weights` holding `top_p` of their mass.
 
-    Sorting a 50k vocabulary per token is slow, so a shortlist from `argpartition` is sorted
-    first; the full sort only happens when the shortlist does not hold enough mass.
+    A shortlist from `argpartition` is sorted first; the full sort runs only when the shortlist
+    does not hold enough mass (a flat distribution).
     """
-    k = min(_NUCLEUS_SHORTLIST, probs.size)
-    shortlist = np.argpartition(-probs, k - 1)[:k] if k < probs.size else np.arange(probs.size)
-    order = shortlist[np.argsort(-probs[shortlist], kind="stable")]
-    cumulative = np.cumsum(probs[order])
-    if cumulative[-1] < top_p and k < probs.size:
-        order = np.argsort(-probs, kind="stable")
-        cumulative = np.cumsum(probs[order])
-    cut = int(np.searchsorted(cumulative, top_p, side="left")) + 1
+    total = weights.sum()
+    order: np.ndarray | None = None
+    if weights.size > _SHORTLIST:
+        shortlist = np.argpartition(-weights, _SHORTLIST - 1)[:_SHORTLIST]
+        order = shortlist[np.argsort(-weights[shortlist], kind="stable")]
+        if weights[order].sum() < top_p * total:
+            order = None
+    if order is None:
+        order = np.argsort(-weights, kind="stable")
+    cumulative = np.cumsum(weights[order])
+    cut = int(np.searchsorted(cumulative, top_p * total, side="left")) + 1
     return order[: min(cut, order.size)]
 
 
@@ -52,28 +60,26 @@ class TokenSampler:
         self.rng = np.random.default_rng(seed)
 
     def sample(self, logits: np.ndarray) -> SampledToken:
-        logits = logits.astype(np.float64, copy=False)
-        logprobs = log_softmax(logits)
+        shifted = logits - logits.max()
+        log_z = float(np.log(np.exp(shifted).sum()))
         if self.temperature <= 0.0:
-            token = int(np.argmax(logits))
+            token = int(np.argmax(shifted))
         else:
-            scaled = logits / self.temperature
-            probs = np.exp(scaled - scaled.max())
-            probs /= probs.sum()
+            scaled = shifted / self.temperature
+            candidates = np.flatnonzero(scaled > _TAIL_CUTOFF)
+            weights = np.exp(scaled[candidates].astype(np.float64))
             if self.top_p < 1.0:
-                keep = nucleus_indices(probs, self.top_p)
-                kept = probs[keep]
-                token = int(keep[self._draw(kept / kept.sum())])
-            else:
-                token = self._draw(probs)
+                keep = nucleus(weights, self.top_p)
+                candidates, weights = candidates[keep], weights[keep]
+            token = int(candidates[self._draw(weights)])
         top: tuple[tuple[int, float], ...] = ()
         if self.n_top:
-            best = np.argpartition(-logprobs, self.n_top - 1)[: self.n_top]
-            best = best[np.argsort(-logprobs[best])]
-            top = tuple((int(t), float(logprobs[t])) for t in best)
-        return SampledToken(token=token, logprob=float(logprobs[token]), top=top)
+            best = np.argpartition(-shifted, self.n_top - 1)[: self.n_top]
+            best = best[np.argsort(-shifted[best])]
+            top = tuple((int(t), float(shifted[t]) - log_z) for t in best)
+        return SampledToken(token=token, logprob=float(shifted[token]) - log_z, top=top)
 
-    def _draw(self, probs: np.ndarray) -> int:
-        cumulative = np.cumsum(probs)
+    def _draw(self, weights: np.ndarray) -> int:
+        cumulative = np.cumsum(weights)
         index = int(np.searchsorted(cumulative, self.rng.random() * cumulative[-1], side="right"))
-        return min(index, probs.size - 1)
+        return min(index, weights.size - 1)

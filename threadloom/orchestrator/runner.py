@@ -1,0 +1,141 @@
+"""The public entry points: `arun` (async) and `run` (sync) for one problem."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from threadloom.errors import BudgetExhausted
+from threadloom.orchestrator.context import RunContext
+from threadloom.orchestrator.trace import EventSink, ThoughtGraph
+from threadloom.strategies.base import Strategy
+from threadloom.strategies.registry import make_strategy
+from threadloom.types import AnswerFormat, Budget, Candidate, Problem, Result, SamplingParams
+from threadloom.verifiers.base import Verifier
+from threadloom.verifiers.registry import make_verifier
+from threadloom.workers.base import Worker
+from threadloom.workers.registry import make_worker
+
+_FORMAT_FOR_VERIFIER: dict[str, AnswerFormat] = {
+    "numeric": "number",
+    "math": "boxed",
+    "code": "code",
+    "game24": "expression",
+}
+
+
+def as_problem(
+    problem: Problem | str,
+    *,
+    reference: str | None = None,
+    system: str | None = None,
+    answer_format: AnswerFormat | None = None,
+    verifier: Verifier | None = None,
+) -> Problem:
+    """A Problem from a prompt string (or a Problem with the given fields filled in)."""
+    fmt = answer_format or (
+        _FORMAT_FOR_VERIFIER.get(verifier.name, "text") if verifier is not None else "text"
+    )
+    if isinstance(problem, Problem):
+        updates: dict[str, Any] = {}
+        if reference is not None:
+            updates["reference"] = reference
+        if system is not None:
+            updates["system"] = system
+        if answer_format is not None:
+            updates["answer_format"] = answer_format
+        return problem.model_copy(update=updates) if updates else problem
+    return Problem(prompt=problem, reference=reference, system=system, answer_format=fmt)
+
+
+async def execute(
+    ctx: RunContext, strategy: Strategy, inputs: list[Candidate] | None = None
+) -> Result:
+    """Run one strategy in a context and package the Result."""
+    started = time.perf_counter()
+    try:
+        candidates = await strategy.run(ctx, inputs or [])
+    except BudgetExhausted:
+        candidates = []
+    ctx.usage.wall_time_s = time.perf_counter() - started
+    best = candidates[0] if candidates else None
+    ctx.trace.emit("result", answer=best.answer if best else None, truncated=ctx.truncated)
+    return Result(
+        answer=best.answer if best else None,
+        text=best.text if best else "",
+        best=best,
+        candidates=candidates,
+        usage=ctx.usage,
+        truncated=ctx.truncated,
+        strategy=strategy.label(),
+        trace=ctx.trace.to_model(),
+    )
+
+
+async def arun(
+    problem: Problem | str,
+    strategy: str | Strategy = "best-of-n",
+    *,
+    worker: Worker | str | None = None,
+    verifier: str | Verifier | None = None,
+    reference: str | None = None,
+    system: str | None = None,
+    answer_format: AnswerFormat | None = None,
+    params: SamplingParams | None = None,
+    budget: Budget | None = None,
+    seed: int | None = None,
+    on_event: EventSink | None = None,
+    **strategy_options: Any,
+) -> Result:
+    """Solve one problem with a strategy and return the Result.
+
+    Args:
+        problem: The question, or a Problem.
+        strategy: A strategy name ("single", "best-of-n", "self-consistency"), a spec such as
+            "best-of-n:n=16", or a Strategy instance.
+        worker: A Worker, a worker spec ("llamacpp:/path.gguf"), or None for the bundled model.
+            A worker created here is closed before returning.
+        verifier: A verifier name ("numeric", "math", "regex:...", ...) or instance.
+        reference: The known answer, for verifiers that compare against one.
+        system: A system prompt.
+        answer_format: How the answer is written; inferred from the verifier when omitted.
+        params: Default sampling parameters for the strategy's generations.
+        budget: Limits on generations, tokens, verifier calls and wall time.
+        seed: Makes sampling reproducible (per-sample seeds are drawn from it).
+        on_event: Called with every trace event (dicts), e.g. to write JSONL or show progress.
+        **strategy_options: Options for the strategy, e.g. n=8.
+
+    Returns:
+        The chosen answer, all candidates best first, usage and the thought-graph trace.
+    """
+    judge = make_verifier(verifier) if verifier is not None else None
+    chosen = make_strategy(strategy, **strategy_options)
+    the_problem = as_problem(
+        problem, reference=reference, system=system, answer_format=answer_format, verifier=judge
+    )
+    owned = worker is None or isinstance(worker, str)
+    backend = make_worker(worker)
+    try:
+        ctx = RunContext(
+            the_problem,
+            backend,
+            verifiers={judge.name: judge} if judge else None,
+            default_verifier=judge.name if judge else None,
+            params=params,
+            budget=budget,
+            trace=ThoughtGraph(on_event),
+            seed=seed,
+        )
+        return await execute(ctx, chosen)
+    finally:
+        if owned:
+            await backend.close()
+        close = getattr(judge, "close", None)
+        if callable(close):
+            close()
+
+
+def run(problem: Problem | str, strategy: str | Strategy = "best-of-n", **kwargs: Any) -> Result:
+    """Synchronous `arun`: same arguments, for scripts without an event loop."""
+    return asyncio.run(arun(problem, strategy, **kwargs))

@@ -1,0 +1,93 @@
+"""Strategy kinds by name, resolved lazily, and the 'kind:key=value,...' spec syntax."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from pydantic import ValidationError
+
+from threadloom.errors import ConfigError
+from threadloom.strategies.base import Strategy
+
+STRATEGIES: dict[str, str] = {
+    "single": "threadloom.strategies.single:Single",
+    "best-of-n": "threadloom.strategies.best_of_n:BestOfN",
+    "self-consistency": "threadloom.strategies.self_consistency:SelfConsistency",
+}
+"""kind -> 'module:Class'. A new strategy registers here; nothing else changes."""
+
+
+def canonical_kind(kind: str) -> str:
+    return kind.strip().lower().replace("_", "-")
+
+
+def strategy_class(kind: str) -> type[Strategy]:
+    name = canonical_kind(kind)
+    target = STRATEGIES.get(name)
+    if target is None:
+        raise ConfigError(
+            f"unknown strategy {kind!r}; valid strategies: {', '.join(sorted(STRATEGIES))}"
+        )
+    module, _, attr = target.partition(":")
+    cls: type[Strategy] = getattr(import_module(module), attr)
+    return cls
+
+
+def _parse_value(raw: str) -> Any:
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for convert in (int, float):
+        try:
+            return convert(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """'best-of-n:n=8,temperature=0.7' -> ('best-of-n', {'n': 8, 'temperature': 0.7})."""
+    kind, _, rest = spec.partition(":")
+    options: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(
+                f"cannot read {part!r} in strategy spec {spec!r}; write options as key=value, "
+                "e.g. best-of-n:n=8,temperature=0.7"
+            )
+        options[key.strip().replace("-", "_")] = _parse_value(value.strip())
+    return canonical_kind(kind), options
+
+
+def make_strategy(spec: str | Strategy | dict[str, Any], **overrides: Any) -> Strategy:
+    """Build a strategy from a spec string, a dict with 'kind', or an instance.
+
+    `overrides` with a None value are ignored, so CLI flags left unset change nothing.
+    """
+    if isinstance(spec, Strategy):
+        options: dict[str, Any] = {}
+        kind = spec.kind
+        options = spec.model_dump(exclude={"kind"}, exclude_unset=True)
+    elif isinstance(spec, dict):
+        options = dict(spec)
+        kind = str(options.pop("kind", ""))
+    else:
+        kind, options = parse_spec(spec)
+    cls = strategy_class(kind)
+    options.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(options) - set(cls.model_fields)
+    if unknown:
+        raise ConfigError(
+            f"strategy {cls.model_fields['kind'].default!r} has no option "
+            f"{', '.join(sorted(unknown))}; its options: "
+            f"{', '.join(sorted(set(cls.model_fields) - {'kind'}))}"
+        )
+    try:
+        return cls(**options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid options for strategy {kind!r}: {problems}") from None

@@ -1,0 +1,87 @@
+"""math: answer equivalence with the math-verify package, in a process pool.
+
+math-verify bounds its parsing and checking with SIGALRM, which only works in a process's main
+thread. Each check therefore runs in a worker process (where it is the main thread), and the
+orchestrator adds its own wall-clock limit on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import multiprocessing
+from typing import Any
+
+from threadloom.errors import MissingDependencyError
+from threadloom.types import Candidate, Problem, Score
+from threadloom.verifiers.base import passed
+from threadloom.verifiers.extract import extract_boxed
+
+
+def _check(gold: str, output: str) -> tuple[bool, str]:
+    """Runs in a worker process."""
+    from math_verify import parse, verify
+
+    gold_parsed = parse(gold if "$" in gold or "\\boxed" in gold else f"${gold}$")
+    answer_parsed = parse(output)
+    if not answer_parsed:
+        return False, "no parsable answer"
+    return bool(verify(gold_parsed, answer_parsed)), f"parsed {answer_parsed[-1]!s}"[:120]
+
+
+class MathVerifier:
+    """Mathematical equivalence of the candidate's final answer and the reference.
+
+    Without a reference it checks only that a final answer is given.
+
+    Args:
+        timeout_s: Wall-clock limit per check.
+        processes: Worker processes in the pool.
+    """
+
+    def __init__(self, *, timeout_s: float = 10.0, processes: int = 1, name: str = "math"):
+        try:
+            import math_verify  # noqa: F401
+        except ImportError:
+            raise MissingDependencyError(
+                "the math verifier needs math-verify: pip install 'math-verify[antlr4_13_2]'"
+            ) from None
+        self.timeout_s = timeout_s
+        self.processes = processes
+        self.name = name
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn: never fork a process that runs llama.cpp threads
+            context = multiprocessing.get_context("spawn")
+            self._pool = concurrent.futures.ProcessPoolExecutor(self.processes, mp_context=context)
+        return self._pool
+
+    async def _run(self, *args: Any) -> tuple[bool, str]:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor(), _check, *args)
+        return await asyncio.wait_for(future, self.timeout_s)
+
+    async def score(self, problem: Problem, candidate: Candidate) -> Score:
+        output = candidate.text
+        boxed = extract_boxed(output)
+        if problem.reference is None:
+            answer = boxed or candidate.answer
+            if not answer:
+                return passed(False, "no final answer found")
+            return Score(value=1.0, passed=None, detail=f"gives {answer} (no reference)")
+        # math-verify reads the last answer it can find; point it at the boxed one if present
+        target = f"\\boxed{{{boxed}}}" if boxed else output
+        try:
+            ok, detail = await self._run(problem.reference, target)
+        except TimeoutError:
+            return passed(False, f"check timed out after {self.timeout_s}s")
+        except Exception as exc:  # a malformed answer must not crash the run
+            return passed(False, f"could not check: {exc!r}"[:200])
+        return passed(ok, detail)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,49 @@
+"""Verifier kinds by name, resolved lazily: 'numeric', 'math', 'regex:PATTERN', 'contains:a,b'."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from threadloom.errors import ConfigError
+from threadloom.verifiers.base import Verifier
+
+VERIFIERS: dict[str, str] = {
+    "numeric": "threadloom.verifiers.numeric:NumericVerifier",
+    "math": "threadloom.verifiers.math:MathVerifier",
+    "regex": "threadloom.verifiers.patterns:RegexVerifier",
+    "contains": "threadloom.verifiers.patterns:ContainsVerifier",
+    "code": "threadloom.verifiers.code:CodeVerifier",
+    "game24": "threadloom.verifiers.game24:Game24Verifier",
+    "rules": "threadloom.verifiers.rules:RulesVerifier",
+}
+"""name -> 'module:Class'. A new verifier registers here; nothing else changes."""
+
+_NEEDS_ARGUMENT = {"regex": "regex:^\\d+$", "contains": "contains:Paris,France"}
+
+
+def make_verifier(spec: str | Verifier, **options: Any) -> Verifier:
+    """Build a verifier from 'name' or 'name:argument', or pass an instance through."""
+    if not isinstance(spec, str):
+        return spec
+    name, _, argument = spec.partition(":")
+    name = name.strip().lower().replace("_", "-")
+    target = VERIFIERS.get(name)
+    if target is None:
+        raise ConfigError(
+            f"unknown verifier {spec!r}; valid verifiers: {', '.join(sorted(VERIFIERS))} "
+            "(regex and contains take an argument, e.g. regex:^\\d+$ or contains:Paris)"
+        )
+    module, _, attr = target.partition(":")
+    cls = getattr(import_module(module), attr)
+    if name in _NEEDS_ARGUMENT:
+        if not argument:
+            raise ConfigError(
+                f"the {name} verifier needs an argument, e.g. {_NEEDS_ARGUMENT[name]}"
+            )
+        if name == "regex":
+            return cls(argument, **options)  # type: ignore[no-any-return]
+        return cls([k for k in argument.split(",")], **options)  # type: ignore[no-any-return]
+    if argument:
+        raise ConfigError(f"the {name} verifier takes no argument (got {argument!r})")
+    return cls(**options)  # type: ignore[no-any-return]

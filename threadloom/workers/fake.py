@@ -1,0 +1,153 @@
+"""FakeWorker: a scripted, deterministic worker. A test double for strategy logic only."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from threadloom.errors import WorkerDead
+from threadloom.types import Completion, GenerationRequest, Timings, TokenLogprob, TokenUsage
+from threadloom.workers.base import StreamDelta, WorkerCapabilities, collect_stream
+
+Script = Sequence[str] | Callable[[GenerationRequest, int], str]
+
+_TOKEN = re.compile(r"\s*\S+")
+
+
+class FakeWorker:
+    """Replies from a script instead of a model.
+
+    Args:
+        script: Replies used in turn (cycled), or a function of (request, call index) -> reply.
+        token_delay_s: Sleep per emitted token, to simulate decoding time (0 = none).
+        worker_id: Name used in traces.
+        max_context: Context window reported in capabilities.
+
+    Tokens are whitespace-separated words; each token's log-probability is a deterministic
+    function of its text, so tie-breaking by log-probability is testable.
+    """
+
+    def __init__(
+        self,
+        script: Script = ("42",),
+        *,
+        token_delay_s: float = 0.0,
+        worker_id: str = "fake",
+        max_context: int = 4096,
+    ) -> None:
+        if not callable(script) and not script:
+            raise ValueError("FakeWorker needs at least one scripted reply")
+        self._script = script
+        self.token_delay_s = token_delay_s
+        self.worker_id = worker_id
+        self._max_context = max_context
+        self._calls = 0
+        self._aborted: set[str] = set()
+        self._running: set[str] = set()
+        self._closed = False
+        self.requests: list[GenerationRequest] = []
+        """Every request received, in order."""
+        self.tokens_emitted = 0
+        """Completion tokens produced, across all requests (aborted ones included)."""
+
+    @property
+    def capabilities(self) -> WorkerCapabilities:
+        return WorkerCapabilities(
+            logprobs=True, max_context=self._max_context, max_batch=1024, model="fake"
+        )
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def _reply(self, request: GenerationRequest) -> str:
+        index = self._calls
+        self._calls += 1
+        if callable(self._script):
+            return self._script(request, index)
+        return self._script[index % len(self._script)]
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        return await collect_stream(self.stream(request))
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
+        if self._closed:
+            raise WorkerDead(f"worker {self.worker_id} is closed")
+        started = time.perf_counter()
+        self.requests.append(request)
+        reply = self._reply(request)
+        params = request.params
+        cut = min((i for s in params.stop if (i := reply.find(s)) >= 0), default=-1)
+        stopped_by_string = cut >= 0
+        if stopped_by_string:
+            reply = reply[:cut]
+        tokens = _TOKEN.findall(reply)
+        finish = "stop"
+        if len(tokens) > params.max_tokens:
+            tokens, finish = tokens[: params.max_tokens], "length"
+        self._running.add(request.request_id)
+        emitted: list[str] = []
+        first_token_at = 0.0
+        try:
+            for token in tokens:
+                if request.request_id in self._aborted:
+                    finish = "abort"
+                    break
+                if self.token_delay_s:
+                    await asyncio.sleep(self.token_delay_s)
+                    if request.request_id in self._aborted:
+                        finish = "abort"
+                        break
+                else:
+                    await asyncio.sleep(0)
+                emitted.append(token)
+                self.tokens_emitted += 1
+                first_token_at = first_token_at or time.perf_counter()
+                yield StreamDelta(text=token)
+        finally:
+            self._running.discard(request.request_id)
+            self._aborted.discard(request.request_id)
+        text = "".join(emitted)
+        logprobs = None
+        if params.logprobs is not None:
+            logprobs = tuple(TokenLogprob(token=t, logprob=_fake_logprob(t)) for t in emitted)
+        done = time.perf_counter()
+        yield StreamDelta(
+            text="",
+            completion=Completion(
+                text=text,
+                finish_reason=finish,  # type: ignore[arg-type]
+                usage=TokenUsage(
+                    prompt_tokens=_prompt_tokens(request), completion_tokens=len(emitted)
+                ),
+                logprobs=logprobs,
+                worker_id=self.worker_id,
+                request_id=request.request_id,
+                timings=Timings(
+                    first_token_s=(first_token_at - started) if first_token_at else 0.0,
+                    total_s=done - started,
+                ),
+            ),
+        )
+
+    async def abort(self, request_id: str) -> bool:
+        if request_id in self._running:
+            self._aborted.add(request_id)
+            return True
+        return False
+
+    async def close(self) -> None:
+        self._closed = True
+
+
+def _fake_logprob(token: str) -> float:
+    """A deterministic pseudo log-probability in (-3, 0) derived from the token's text."""
+    return -3.0 * (1.0 - math.exp(-(sum(map(ord, token.strip())) % 97) / 30.0))
+
+
+def _prompt_tokens(request: GenerationRequest) -> int:
+    parts = [m.content for m in request.messages or ()] + [request.text or "", request.prefix]
+    return sum(len(p.split()) for p in parts)

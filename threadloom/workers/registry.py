@@ -1,0 +1,35 @@
+"""Worker kinds by name, resolved lazily: 'llamacpp[:PATH.gguf]', 'fake', 'openai:URL', 'vllm:MODEL'."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from threadloom.errors import ConfigError
+from threadloom.workers.base import Worker
+
+WORKER_KINDS = ("llamacpp", "fake")
+
+
+def make_worker(spec: str | Worker | None = None, **options: Any) -> Worker:
+    """Build a worker from a spec; None or 'llamacpp' is the embedded default model."""
+    if spec is not None and not isinstance(spec, str):
+        return spec
+    kind, _, argument = (spec or "llamacpp").partition(":")
+    kind = kind.strip().lower().replace("_", "").replace("-", "")
+    if kind in ("llamacpp", "default", "local"):
+        from threadloom.workers.llamacpp import LlamaCppWorker
+
+        return LlamaCppWorker(argument or options.pop("model", None), **options)
+    if kind == "fake":
+        from threadloom.workers.fake import FakeWorker
+
+        script = tuple(argument.split("|")) if argument else ("42",)
+        return FakeWorker(script, **options)
+    if kind.endswith(".gguf") or (spec or "").endswith(".gguf"):
+        from threadloom.workers.llamacpp import LlamaCppWorker
+
+        return LlamaCppWorker(spec, **options)
+    raise ConfigError(
+        f"unknown worker {spec!r}; valid workers: {', '.join(WORKER_KINDS)} "
+        "(e.g. 'llamacpp', 'llamacpp:/path/model.gguf', 'fake:reply one|reply two')"
+    )
