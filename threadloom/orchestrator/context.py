@@ -146,12 +146,12 @@ class RunContext:
         task aborts the request on the worker.
         """
         final: Completion | None = None
-        node = ""
+        final_node = ""
         async for delta, node in self._stream(request, parent=parent, label=label):
             if delta.completion is not None:
-                final = delta.completion
+                final, final_node = delta.completion, node
         assert final is not None
-        return final, node
+        return final, final_node
 
     async def stream(
         self, request: GenerationRequest, *, parent: str | None = None, label: str = "sample"

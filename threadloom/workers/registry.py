@@ -1,4 +1,4 @@
-"""Worker kinds by name, resolved lazily: 'llamacpp[:PATH.gguf]', 'fake', 'openai:URL', 'vllm:MODEL'."""
+"""Worker kinds by name, resolved lazily: 'llamacpp[:PATH.gguf]', 'fake[:reply|reply]'."""
 
 from __future__ import annotations
 

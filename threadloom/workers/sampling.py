@@ -1,4 +1,4 @@
-"""Token sampling on raw logits with numpy: temperature, nucleus (top-p), seeds, log-probabilities."""
+"""Token sampling on raw logits with numpy: temperature, top-p, seeds, log-probabilities."""
 
 from __future__ import annotations
 
