@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "abort"]
-AnswerFormat = Literal["text", "number", "boxed", "code", "expression", "json", "choice"]
+AnswerFormat = Literal["auto", "text", "number", "boxed", "code", "expression", "json", "choice"]
 
 
 class _Frozen(BaseModel):
@@ -34,8 +34,9 @@ class Problem(_Frozen):
     """A system prompt put before the user's turn."""
     reference: str | None = None
     """The known correct answer, if any (oracle verifiers and grading use it)."""
-    answer_format: AnswerFormat = "text"
-    """How the final answer is written, which decides how it is extracted."""
+    answer_format: AnswerFormat = "auto"
+    """How the final answer is written, which decides how it is extracted ("auto": a boxed
+    answer, else an 'Answer:' line, else the last number, else the whole text)."""
     id: str = ""
     """An identifier (dataset row id); empty for ad-hoc problems."""
     metadata: dict[str, Any] = Field(default_factory=dict)

@@ -35,7 +35,7 @@ def as_problem(
 ) -> Problem:
     """A Problem from a prompt string (or a Problem with the given fields filled in)."""
     fmt = answer_format or (
-        _FORMAT_FOR_VERIFIER.get(verifier.name, "text") if verifier is not None else "text"
+        _FORMAT_FOR_VERIFIER.get(verifier.name, "auto") if verifier is not None else "auto"
     )
     if isinstance(problem, Problem):
         updates: dict[str, Any] = {}

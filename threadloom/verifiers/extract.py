@@ -97,11 +97,17 @@ def extract_answer(text: str, answer_format: AnswerFormat = "text") -> str | Non
     if answer_format == "json":
         start, end = text.find("{"), text.rfind("}")
         return text[start : end + 1] if 0 <= start < end else None
-    boxed = extract_boxed(text)
-    if boxed:
-        return boxed
-    line = extract_answer_line(text)
-    if line:
-        return line
     stripped = text.strip()
-    return stripped or None
+    if answer_format == "text":
+        return stripped or None
+    if answer_format == "expression":
+        return extract_answer_line(text) or _last_line_with_digits(text)
+    found = extract_boxed(text) or extract_answer_line(text) or extract_last_number(text)
+    return found or stripped or None
+
+
+def _last_line_with_digits(text: str) -> str | None:
+    for line in reversed(text.strip().splitlines()):
+        if any(ch.isdigit() for ch in line):
+            return line.strip()
+    return None

@@ -1,0 +1,25 @@
+"""Shared fixtures: the real bundled model (one per session) and problems."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from threadloom.types import Problem
+
+
+@pytest.fixture(scope="session")
+def llama_worker() -> Iterator[object]:
+    """One LlamaCppWorker on the bundled SmolLM2-135M for the whole session."""
+    from threadloom.workers.llamacpp import LlamaCppWorker
+
+    worker = LlamaCppWorker(n_ctx=4096, n_slots=16, worker_id="test-llama")
+    yield worker
+    asyncio.run(worker.close())
+
+
+@pytest.fixture
+def arithmetic_problem() -> Problem:
+    return Problem(prompt="What is 17 + 25? Give only the number.", answer_format="number")

@@ -1,0 +1,66 @@
+from fractions import Fraction
+
+import pytest
+
+from threadloom.verifiers.extract import (
+    extract_answer,
+    extract_answer_line,
+    extract_boxed,
+    extract_code,
+    extract_last_number,
+    parse_number,
+)
+
+
+def test_boxed_takes_the_last_and_balances_braces() -> None:
+    text = r"first \boxed{1} then \boxed{\frac{1}{2}} done"
+    assert extract_boxed(text) == r"\frac{1}{2}"
+    assert extract_boxed("no box here") is None
+    assert extract_boxed(r"\boxed{unclosed") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("so 3 + 4 = 7", "7"),
+        ("It costs $1,234.50 in total.", "1234.5"),
+        ("the change is -3 degrees", "-3"),
+        ("half is 1/2", "1/2"),
+        ("no digits", None),
+        ("value .5", "0.5"),
+    ],
+)
+def test_last_number(text: str, expected: str | None) -> None:
+    assert extract_last_number(text) == expected
+
+
+def test_answer_line_variants() -> None:
+    assert extract_answer_line("work...\nAnswer: 42.") == "42"
+    assert extract_answer_line("The answer is 7") == "7"
+    assert extract_answer_line("blah\n#### 18") == "18"
+    assert extract_answer_line("nothing") is None
+
+
+def test_extract_by_format() -> None:
+    text = "We add them. 17 + 25 = 42. Answer: 42"
+    assert extract_answer(text, "number") == "42"
+    assert extract_answer(r"so \boxed{42} (not 7)", "number") == "42"
+    assert extract_answer(r"thus \boxed{x^2}", "boxed") == "x^2"
+    assert extract_answer("I think 41 or maybe 42", "auto") == "42"
+    assert extract_answer("  Paris  ", "text") == "Paris"
+    assert extract_answer("steps\n(7 - 8/8) * 4 = 24", "expression") == "(7 - 8/8) * 4 = 24"
+    assert extract_answer('here {"a": 1} ok', "json") == '{"a": 1}'
+
+
+def test_code_block_extraction() -> None:
+    text = "Here:\n```python\ndef f():\n    return 1\n```\nDone"
+    assert extract_code(text) == "def f():\n    return 1\n"
+    assert extract_answer(text, "code") == "def f():\n    return 1"
+    assert extract_code("plain") == "plain"
+
+
+def test_parse_number() -> None:
+    assert parse_number("1,000") == 1000
+    assert parse_number("3/4") == Fraction(3, 4)
+    assert parse_number("abc") is None
+    assert parse_number("1/0") is None

@@ -1,0 +1,137 @@
+"""The embedded llama.cpp worker on the real bundled SmolLM2-135M model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from threadloom import ContextLengthError, GenerationRequest, ModelNotFoundError, SamplingParams
+from threadloom.types import ChatMessage
+from threadloom.workers.llamacpp import LlamaCppWorker
+
+
+def chat(text: str, **params: object) -> GenerationRequest:
+    return GenerationRequest(
+        messages=(ChatMessage(role="user", content=text),), params=SamplingParams(**params)
+    )
+
+
+async def test_greedy_generation_is_sensible_and_repeatable(llama_worker: LlamaCppWorker) -> None:
+    question = "Which animal says meow?"
+    first = await llama_worker.generate(chat(question, temperature=0, max_tokens=24))
+    second = await llama_worker.generate(chat(question, temperature=0, max_tokens=24))
+    assert "cat" in first.text.lower()
+    assert first.text == second.text
+    assert first.usage.prompt_tokens > 10
+    assert 0 < first.usage.completion_tokens <= 24
+    assert first.timings.total_s >= first.timings.first_token_s > 0
+    # the second identical prompt reuses the first one's cached prefix
+    assert second.usage.cached_prompt_tokens == second.usage.prompt_tokens - 1
+
+
+async def test_max_tokens_and_stop_strings(llama_worker: LlamaCppWorker) -> None:
+    long = await llama_worker.generate(
+        chat("Write a long story about a dragon.", max_tokens=7, seed=1)
+    )
+    assert long.finish_reason == "length"
+    assert long.usage.completion_tokens == 7
+    counted = await llama_worker.generate(
+        chat("Count from 1 to 20 separated by commas.", temperature=0, max_tokens=60, stop=["5"])
+    )
+    assert counted.finish_reason == "stop"
+    assert "5" not in counted.text
+    assert "4" in counted.text
+
+
+async def test_logprobs_are_returned(llama_worker: LlamaCppWorker) -> None:
+    out = await llama_worker.generate(chat("Say hello.", max_tokens=8, logprobs=3, seed=2))
+    assert out.logprobs is not None and len(out.logprobs) == out.usage.completion_tokens
+    for token in out.logprobs:
+        assert token.logprob <= 0
+        assert len(token.top) <= 3
+        assert max(token.top.values()) >= token.logprob - 1e-6
+    assert "".join(t.token for t in out.logprobs).strip() == out.text.strip()
+
+
+async def test_seeded_sampling_reproduces(llama_worker: LlamaCppWorker) -> None:
+    a = await llama_worker.generate(chat("Name a fruit.", temperature=1.0, max_tokens=12, seed=11))
+    b = await llama_worker.generate(chat("Name a fruit.", temperature=1.0, max_tokens=12, seed=11))
+    assert a.text == b.text
+
+
+async def test_streaming_deltas_add_up_to_the_text(llama_worker: LlamaCppWorker) -> None:
+    deltas: list[str] = []
+    final = None
+    async for delta in llama_worker.stream(chat("List three colors.", max_tokens=30, seed=3)):
+        deltas.append(delta.text)
+        if delta.completion is not None:
+            final = delta.completion
+    assert final is not None
+    assert len([d for d in deltas if d]) >= 3
+    assert "".join(deltas) == final.text
+
+
+async def test_abort_stops_decoding_within_a_few_tokens(llama_worker: LlamaCppWorker) -> None:
+    request = chat("Write a very long essay about the history of Rome.", max_tokens=400, seed=4)
+    task = asyncio.create_task(llama_worker.generate(request))
+    while (
+        llama_worker.stats()["live_sequences"] == 0 or llama_worker.stats()["decoded_tokens"] == 0
+    ):
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    before = llama_worker.stats()["decoded_tokens"]
+    assert await llama_worker.abort(request.request_id)
+    completion = await task
+    after = llama_worker.stats()["decoded_tokens"]
+    assert completion.finish_reason == "abort"
+    assert completion.usage.completion_tokens < 400
+    assert after - before <= 2
+
+
+async def test_cancelling_the_caller_aborts_the_request(llama_worker: LlamaCppWorker) -> None:
+    request = chat("Write a very long poem about the sea.", max_tokens=400, seed=5)
+    task = asyncio.create_task(llama_worker.generate(request))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.1)
+    assert llama_worker.stats()["live_sequences"] == 0
+
+
+async def test_batched_sequences_share_forward_passes(llama_worker: LlamaCppWorker) -> None:
+    before = llama_worker.stats()
+    requests = [chat("Tell me a fact about cats.", max_tokens=40, seed=i) for i in range(8)]
+    outs = await asyncio.gather(*(llama_worker.generate(r) for r in requests))
+    after = llama_worker.stats()
+    tokens = sum(o.usage.completion_tokens for o in outs)
+    steps = after["steps"] - before["steps"]
+    assert tokens > 8 * 10
+    # one forward pass advances many sequences: far fewer steps than tokens
+    assert steps < tokens / 3
+    # the shared prompt is prefilled once and copied to the other sequences
+    assert sum(o.usage.cached_prompt_tokens for o in outs) >= 7 * (outs[0].usage.prompt_tokens - 1)
+    assert len({o.text for o in outs}) > 1
+
+
+async def test_prompt_longer_than_the_context_is_a_clear_error() -> None:
+    worker = LlamaCppWorker(n_ctx=128, n_slots=2)
+    try:
+        with pytest.raises(ContextLengthError, match=r"context window holds \d+"):
+            await worker.generate(chat("word " * 400))
+        # the worker still serves after the error
+        ok = await worker.generate(chat("Hi", max_tokens=4))
+        assert ok.usage.completion_tokens >= 1
+    finally:
+        await worker.close()
+
+
+def test_missing_model_file_names_the_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "nope.gguf"
+    with pytest.raises(ModelNotFoundError, match="nope.gguf"):
+        LlamaCppWorker(missing)
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelNotFoundError, match="could not load"):
+        LlamaCppWorker(bad)

@@ -1,0 +1,246 @@
+"""The `threadloom` command line: run, workers, strategies (and bench, graph, trace)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from threadloom.errors import ThreadloomError
+from threadloom.types import Budget, Result, SamplingParams
+
+app = typer.Typer(
+    help="threadloom: fan a problem out to many parallel generations, verify, and merge.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command("run")
+def run_command(
+    prompt: Annotated[str, typer.Argument(help="The question or task to solve.")],
+    strategy: Annotated[
+        str, typer.Option("--strategy", "-s", help="single, best-of-n, self-consistency, ...")
+    ] = "best-of-n",
+    n: Annotated[
+        int | None, typer.Option("-n", "--n", min=1, help="Samples for best-of-n and voting.")
+    ] = None,
+    verifier: Annotated[
+        str | None,
+        typer.Option(help="numeric, math, regex:PATTERN, contains:a,b, code, game24, rules."),
+    ] = None,
+    reference: Annotated[
+        str | None, typer.Option(help="The known answer, for verifiers that compare.")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="A GGUF model file (default: bundled SmolLM2-135M).")
+    ] = None,
+    worker: Annotated[
+        str | None, typer.Option(help="Worker spec instead of --model, e.g. 'fake:42'.")
+    ] = None,
+    system: Annotated[str | None, typer.Option(help="A system prompt.")] = None,
+    temperature: Annotated[float, typer.Option(min=0.0, max=5.0)] = 0.7,
+    top_p: Annotated[float, typer.Option(min=0.01, max=1.0)] = 0.95,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Token limit per generation.")] = 256,
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
+    max_generations: Annotated[int | None, typer.Option(min=1, help="Budget: generations.")] = None,
+    max_completion_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Budget: completion tokens in all.")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(min=0.001, help="Budget: wall-clock seconds.")
+    ] = None,
+    events: Annotated[
+        Path | None, typer.Option(help="Write every trace event to this JSONL file.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the Result as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+) -> None:
+    """Solve one problem with a strategy on the embedded model (or another worker)."""
+    _setup_logging(verbose)
+    from threadloom.orchestrator.runner import arun
+    from threadloom.progress import RunProgress
+
+    if model is not None and worker is not None:
+        raise _fail("give --model or --worker, not both")
+    if not prompt.strip():
+        raise _fail("the prompt is empty: pass the question, e.g. threadloom run 'What is 2+2?'")
+    worker_spec = worker or (f"llamacpp:{model}" if model is not None else None)
+    try:
+        params = SamplingParams(
+            temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=None
+        )
+        budget = Budget(
+            max_generations=max_generations,
+            max_completion_tokens=max_completion_tokens,
+            max_wall_time_s=timeout,
+        )
+    except ValidationError as exc:
+        raise _fail(str(exc)) from None
+    sink_file = events.open("a", encoding="utf-8") if events else None
+    display = RunProgress(err_console, f"{strategy}") if not as_json else None
+
+    def on_event(event: dict[str, Any]) -> None:
+        if sink_file is not None:
+            sink_file.write(json.dumps(event, default=str) + "\n")
+        if display is not None:
+            display(event)
+
+    options: dict[str, Any] = {"n": n} if n is not None else {}
+    try:
+        if display is not None:
+            display.__enter__()
+        result = asyncio.run(
+            arun(
+                prompt,
+                strategy,
+                worker=worker_spec,
+                verifier=verifier,
+                reference=reference,
+                system=system,
+                params=params,
+                budget=budget,
+                seed=seed,
+                on_event=on_event,
+                **options,
+            )
+        )
+    except ThreadloomError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted", code=130) from None
+    finally:
+        if display is not None:
+            display.__exit__(None, None, None)
+        if sink_file is not None:
+            sink_file.close()
+    if as_json:
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+    else:
+        _print_result(result)
+
+
+def _print_result(result: Result) -> None:
+    table = Table(title=f"candidates ({result.strategy})", show_lines=False)
+    table.add_column("#", justify="right")
+    table.add_column("answer", max_width=24, overflow="ellipsis", no_wrap=True)
+    table.add_column("votes", justify="right")
+    table.add_column("scores")
+    table.add_column("logprob", justify="right")
+    table.add_column("tokens", justify="right")
+    table.add_column("text", overflow="ellipsis", no_wrap=True)
+    for i, candidate in enumerate(result.candidates):
+        scores = ", ".join(f"{k}={v.value:.2f}" for k, v in candidate.scores.items())
+        logprob = f"{candidate.mean_logprob:.3f}" if candidate.mean_logprob is not None else ""
+        snippet = " ".join(candidate.text.split())[:60]
+        table.add_row(
+            str(i + 1),
+            candidate.answer or "",
+            str(candidate.votes or ""),
+            scores,
+            logprob,
+            str(candidate.completion_tokens),
+            snippet,
+        )
+    console.print(table)
+    usage = result.usage
+    console.print(
+        f"[dim]generations {usage.generations} · prompt tokens {usage.prompt_tokens} "
+        f"({usage.cached_prompt_tokens} cached) · completion tokens {usage.completion_tokens} · "
+        f"verifier calls {usage.verifier_calls} · {usage.wall_time_s:.2f}s · "
+        f"{usage.tokens_per_s:.1f} tok/s{' · TRUNCATED by budget' if result.truncated else ''}[/]"
+    )
+    console.print(f"[bold green]answer:[/] {result.answer if result.answer is not None else '-'}")
+
+
+@app.command("workers")
+def workers_command(
+    model: Annotated[Path | None, typer.Option(help="Describe this GGUF instead.")] = None,
+) -> None:
+    """List the worker backends, whether each is installed, and the bundled model."""
+    from threadloom.workers.models import BUNDLED_NAME, bundled_model_path, resolve_model_path
+
+    table = Table(title="worker backends")
+    table.add_column("kind")
+    table.add_column("spec")
+    table.add_column("available")
+    table.add_column("notes")
+    rows = [
+        ("llamacpp", "llamacpp[:PATH.gguf]", "llama_cpp", "embedded default, batched decoding"),
+        ("fake", "fake[:reply|reply]", None, "scripted test double"),
+    ]
+    for kind, spec, module, notes in rows:
+        ok = module is None or importlib.util.find_spec(module) is not None
+        table.add_row(kind, spec, "yes" if ok else "no", notes)
+    console.print(table)
+    try:
+        path = resolve_model_path(model) if model else bundled_model_path()
+    except ThreadloomError as exc:
+        raise _fail(str(exc)) from None
+    size_mb = path.stat().st_size / 1e6
+    name = BUNDLED_NAME if model is None else path.name
+    console.print(f"[bold]model:[/] {name}\n[bold]path:[/] {path}\n[bold]size:[/] {size_mb:.1f} MB")
+
+
+@app.command("strategies")
+def strategies_command() -> None:
+    """List the strategies and verifiers this installation knows."""
+    from threadloom.strategies.registry import STRATEGIES, strategy_class
+    from threadloom.verifiers.registry import VERIFIERS
+
+    table = Table(title="strategies")
+    table.add_column("kind")
+    table.add_column("options")
+    table.add_column("what it does")
+    for kind in STRATEGIES:
+        cls = strategy_class(kind)
+        options = ", ".join(f for f in cls.model_fields if f != "kind")
+        table.add_row(kind, options, cls.summary)
+    console.print(table)
+    console.print(f"[bold]verifiers:[/] {', '.join(VERIFIERS)}")
+
+
+def main() -> None:
+    """Console entry point: typed errors become one red line, never a bare traceback."""
+    try:
+        app()
+    except ThreadloomError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+    except Exception as exc:  # the last line of defence for the CLI only
+        if os.environ.get("THREADLOOM_DEBUG"):
+            raise
+        err_console.print(
+            f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}\n"
+            "[dim]set THREADLOOM_DEBUG=1 for the traceback[/]"
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
