@@ -129,7 +129,7 @@ async def test_prompt_longer_than_the_context_is_a_clear_error() -> None:
 
 def test_missing_model_file_names_the_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
     missing = tmp_path / "nope.gguf"
-    with pytest.raises(ModelNotFoundError, match="nope.gguf"):
+    with pytest.raises(ModelNotFoundError, match=r"nope\.gguf"):
         LlamaCppWorker(missing)
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a model")
