@@ -123,6 +123,8 @@ class BatchedEngine:
         params.n_threads = n_threads
         params.n_threads_batch = n_threads
         params.no_perf = True
+        # measured on a 2-core CPU: ~10% more decode throughput at 1 to 16 sequences
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         ctx = llama_cpp.llama_init_from_model(model, params)
         if not ctx:
             raise WorkerError(
