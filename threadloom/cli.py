@@ -225,6 +225,11 @@ def strategies_command() -> None:
     console.print(f"[bold]verifiers:[/] {', '.join(VERIFIERS)}")
 
 
+from threadloom.evaluation.command import bench_command  # noqa: E402
+
+app.command("bench")(bench_command)
+
+
 def main() -> None:
     """Console entry point: typed errors become one red line, never a bare traceback."""
     try:

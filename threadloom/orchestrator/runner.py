@@ -115,6 +115,7 @@ async def arun(
         problem, reference=reference, system=system, answer_format=answer_format, verifier=judge
     )
     owned = worker is None or isinstance(worker, str)
+    owned_judge = isinstance(verifier, str)
     backend = make_worker(worker)
     try:
         ctx = RunContext(
@@ -131,7 +132,7 @@ async def arun(
     finally:
         if owned:
             await backend.close()
-        close = getattr(judge, "close", None)
+        close = getattr(judge, "close", None) if owned_judge else None
         if callable(close):
             close()
 

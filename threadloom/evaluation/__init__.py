@@ -1,0 +1,1 @@
+"""Evaluation harness: run strategies over datasets, grade, resume, summarize and plot."""

@@ -1,0 +1,183 @@
+"""Run strategies over a dataset: concurrent, graded, streamed to JSONL, resumable."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from threadloom.errors import ConfigError, ThreadloomError
+from threadloom.evaluation.records import BenchRecord, ResultLog
+from threadloom.orchestrator.runner import arun
+from threadloom.strategies.base import Strategy
+from threadloom.types import Candidate, Problem, Result, SamplingParams
+from threadloom.verifiers.base import Verifier
+from threadloom.verifiers.registry import make_verifier
+from threadloom.workers.base import Worker
+
+logger = logging.getLogger(__name__)
+
+HIDDEN_METADATA = frozenset({"test", "tests", "canonical_solution", "solution", "expression"})
+"""Problem fields used for grading only; strategies never see them."""
+
+SELECTION_DEFAULTS = {"numeric": "numeric", "math": "math", "game24": "game24", "rules": "rules"}
+"""Reference-free selection verifier for each grader ('auto'); code has none (its tests are
+hidden), so code strategies rank by log-probability unless given a verifier."""
+
+
+def problem_seed(seed: int, problem_id: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{problem_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def strategy_view(problem: Problem) -> Problem:
+    """The problem as a strategy under evaluation sees it: no reference, no hidden tests."""
+    metadata = {k: v for k, v in problem.metadata.items() if k not in HIDDEN_METADATA}
+    return problem.model_copy(update={"reference": None, "metadata": metadata})
+
+
+@dataclass
+class Verifiers:
+    """Graders and selection verifiers, created once per name and shared by all problems."""
+
+    selection: str | None
+    """'auto', 'none', or a verifier spec."""
+
+    def __post_init__(self) -> None:
+        self._cache: dict[str, Verifier] = {}
+
+    def get(self, spec: str) -> Verifier:
+        if spec not in self._cache:
+            self._cache[spec] = make_verifier(spec)
+        return self._cache[spec]
+
+    def grader(self, problem: Problem) -> Verifier:
+        name = problem.metadata.get("verifier")
+        if not isinstance(name, str):
+            raise ConfigError(
+                f"problem {problem.id!r} does not name its verifier (metadata['verifier']); "
+                "pass --grader NAME for a custom dataset"
+            )
+        return self.get(name)
+
+    def for_selection(self, problem: Problem) -> Verifier | None:
+        if self.selection in (None, "none"):
+            return None
+        if self.selection == "auto":
+            default = SELECTION_DEFAULTS.get(str(problem.metadata.get("verifier")))
+            return self.get(default) if default else None
+        return self.get(self.selection)
+
+    def close(self) -> None:
+        for verifier in self._cache.values():
+            close = getattr(verifier, "close", None)
+            if callable(close):
+                close()
+
+
+async def grade(problem: Problem, result: Result, grader: Verifier) -> tuple[bool, bool]:
+    """(chosen answer correct, any candidate correct), judged with the reference."""
+
+    async def ok(candidate: Candidate) -> bool:
+        copy = candidate.model_copy(deep=True)
+        return bool((await grader.score(problem, copy)).passed)
+
+    verdicts = await asyncio.gather(*(ok(c) for c in result.candidates))
+    correct = bool(verdicts) and verdicts[0]
+    return correct, any(verdicts)
+
+
+async def run_bench(
+    problems: Sequence[Problem],
+    strategies: Sequence[Strategy],
+    worker: Worker,
+    log: ResultLog,
+    *,
+    dataset: str,
+    verifiers: Verifiers,
+    params: SamplingParams | None = None,
+    seed: int = 0,
+    concurrency: int = 4,
+    on_record: Callable[[BenchRecord], None] | None = None,
+) -> list[BenchRecord]:
+    """Run every strategy on every problem not already in the log; return the new records.
+
+    Up to `concurrency` (problem, strategy) pairs run at once so the worker's batch stays full.
+    Each record is appended to the log as soon as it is graded, so an interruption loses
+    nothing that finished. A failing problem is recorded with its error and retried next time.
+    """
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
+    done = log.done_keys()
+    gate = asyncio.Semaphore(concurrency)
+    new: list[BenchRecord] = []
+
+    async def one(problem: Problem, strategy: Strategy) -> None:
+        pseed = problem_seed(seed, problem.id)
+        async with gate:
+            started = time.perf_counter()
+            record = BenchRecord(
+                dataset=dataset,
+                problem_id=problem.id,
+                strategy=strategy.label(),
+                seed=pseed,
+                reference=problem.reference,
+            )
+            try:
+                result = await arun(
+                    strategy_view(problem),
+                    strategy,
+                    worker=worker,
+                    verifier=verifiers.for_selection(problem),
+                    params=params,
+                    seed=pseed,
+                )
+                correct, covered = await grade(problem, result, verifiers.grader(problem))
+            except ThreadloomError as exc:
+                logger.warning("%s on %s failed: %s", strategy.label(), problem.id, exc)
+                record.error = f"{type(exc).__name__}: {exc}"
+                record.wall_time_s = time.perf_counter() - started
+            else:
+                usage = result.usage
+                record.answer = result.answer
+                record.correct = correct
+                record.covered = covered
+                record.candidates = len(result.candidates)
+                record.truncated = result.truncated
+                record.generations = usage.generations
+                record.prompt_tokens = usage.prompt_tokens
+                record.cached_prompt_tokens = usage.cached_prompt_tokens
+                record.completion_tokens = usage.completion_tokens
+                record.verifier_calls = usage.verifier_calls
+                record.wall_time_s = usage.wall_time_s
+        log.append(record)
+        new.append(record)
+        if on_record is not None:
+            on_record(record)
+
+    jobs = [
+        one(problem, strategy)
+        for problem in problems
+        for strategy in strategies
+        if (dataset, problem.id, strategy.label(), problem_seed(seed, problem.id)) not in done
+    ]
+    await asyncio.gather(*jobs)
+    return new
+
+
+def pending_count(
+    problems: Sequence[Problem],
+    strategies: Sequence[Strategy],
+    log: ResultLog,
+    dataset: str,
+    seed: int,
+) -> int:
+    done = log.done_keys()
+    return sum(
+        (dataset, p.id, s.label(), problem_seed(seed, p.id)) not in done
+        for p in problems
+        for s in strategies
+    )

@@ -1,0 +1,64 @@
+"""Scaling plots: accuracy against completion tokens and wall time, one curve per strategy kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from threadloom.evaluation.summary import StrategySummary
+
+
+def _kind(label: str) -> str:
+    return label.partition(":")[0]
+
+
+def plot_scaling(summaries: list[StrategySummary], path: Path, title: str = "") -> Path:
+    """Write a PNG with two panels; strategies of one kind at several budgets form a curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    kinds: dict[str, list[StrategySummary]] = {}
+    for summary in summaries:
+        kinds.setdefault(_kind(summary.strategy), []).append(summary)
+    panels = (
+        (axes[0], "mean_completion_tokens", "completion tokens per problem"),
+        (axes[1], "mean_wall_time_s", "wall time per problem (s)"),
+    )
+    for axis, field, xlabel in panels:
+        for kind, group in kinds.items():
+            group = sorted(group, key=lambda s: getattr(s, field))
+            xs = [getattr(s, field) for s in group]
+            ys = [100 * s.accuracy for s in group]
+            (line,) = axis.plot(xs, ys, marker="o", label=f"{kind} accuracy")
+            cover = [100 * s.coverage for s in group]
+            axis.plot(
+                xs,
+                cover,
+                marker="x",
+                linestyle=":",
+                color=line.get_color(),
+                alpha=0.6,
+                label=f"{kind} coverage",
+            )
+            for s, x, y in zip(group, xs, ys, strict=True):
+                axis.annotate(
+                    s.strategy.partition(":")[2] or s.strategy,
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=7,
+                )
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel("% of problems")
+        axis.set_ylim(-2, 102)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
