@@ -38,6 +38,10 @@ from threadloom.types import (
 
 _LAZY = {
     "run": "threadloom.orchestrator.runner",
+    "stream": "threadloom.orchestrator.streaming",
+    "RunEvent": "threadloom.orchestrator.streaming",
+    "StrategyGraph": "threadloom.orchestrator.plan",
+    "load_plan": "threadloom.orchestrator.plan",
     "arun": "threadloom.orchestrator.runner",
     "LlamaCppWorker": "threadloom.workers.llamacpp",
     "FakeWorker": "threadloom.workers.fake",
@@ -62,8 +66,10 @@ __all__ = [
     "Problem",
     "RateLimited",
     "Result",
+    "RunEvent",
     "SamplingParams",
     "Score",
+    "StrategyGraph",
     "ThreadloomError",
     "Usage",
     "VerifierError",
@@ -71,7 +77,9 @@ __all__ = [
     "WorkerError",
     "WorkerUnavailable",
     "arun",
+    "load_plan",
     "run",
+    "stream",
 ]
 
 

@@ -76,7 +76,11 @@ def run_command(
         float | None, typer.Option(min=0.001, help="Budget: wall-clock seconds.")
     ] = None,
     events: Annotated[
-        Path | None, typer.Option(help="Write every trace event to this JSONL file.")
+        Path | None,
+        typer.Option("--trace", "--events", help="Write every trace event to this JSONL file."),
+    ] = None,
+    graph: Annotated[
+        Path | None, typer.Option(help="Run a strategy graph from a YAML/JSON plan file.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the Result as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
@@ -84,7 +88,7 @@ def run_command(
     """Solve one problem with a strategy on the embedded model (or another worker)."""
     _setup_logging(verbose)
     from threadloom.orchestrator.runner import arun
-    from threadloom.progress import RunProgress
+    from threadloom.progress import LiveRun
 
     if model is not None and worker is not None:
         raise _fail("give --model or --worker, not both")
@@ -102,8 +106,16 @@ def run_command(
         )
     except ValidationError as exc:
         raise _fail(str(exc)) from None
+    plan: Any = strategy
+    if graph is not None:
+        from threadloom.orchestrator.plan import load_plan
+
+        try:
+            plan = load_plan(graph)
+        except ThreadloomError as exc:
+            raise _fail(str(exc)) from None
     sink_file = events.open("a", encoding="utf-8") if events else None
-    display = RunProgress(err_console, f"{strategy}") if not as_json else None
+    display = LiveRun(err_console, f"{graph or strategy}") if not as_json else None
 
     def on_event(event: dict[str, Any]) -> None:
         if sink_file is not None:
@@ -118,7 +130,7 @@ def run_command(
         result = asyncio.run(
             arun(
                 prompt,
-                strategy,
+                plan,
                 worker=worker_spec,
                 verifier=verifier,
                 reference=reference,
@@ -153,7 +165,7 @@ def _print_result(result: Result) -> None:
     table.add_column("scores")
     table.add_column("logprob", justify="right")
     table.add_column("tokens", justify="right")
-    table.add_column("text", overflow="ellipsis", no_wrap=True)
+    table.add_column("text", overflow="ellipsis", no_wrap=True, max_width=48)
     for i, candidate in enumerate(result.candidates):
         scores = ", ".join(f"{k}={v.value:.2f}" for k, v in candidate.scores.items())
         logprob = f"{candidate.mean_logprob:.3f}" if candidate.mean_logprob is not None else ""
@@ -228,6 +240,54 @@ def strategies_command() -> None:
 from threadloom.evaluation.command import bench_command  # noqa: E402
 
 app.command("bench")(bench_command)
+
+graph_app = typer.Typer(
+    help="Validate and draw strategy graphs (YAML/JSON plans).", no_args_is_help=True
+)
+trace_app = typer.Typer(
+    help="Read thought-graph traces written with --trace.", no_args_is_help=True
+)
+app.add_typer(graph_app, name="graph")
+app.add_typer(trace_app, name="trace")
+
+
+def _load(plan: Path) -> Any:
+    from threadloom.orchestrator.plan import load_plan
+
+    try:
+        return load_plan(plan)
+    except ThreadloomError as exc:
+        raise _fail(str(exc)) from None
+
+
+@graph_app.command("check")
+def graph_check(plan: Annotated[Path, typer.Argument(help="A YAML or JSON plan.")]) -> None:
+    """Validate a plan: acyclic, one final node, joins dominated by forks, known kinds."""
+    graph = _load(plan)
+    console.print(f"[green]ok[/]: {len(graph.nodes)} nodes, result from {graph.sink!r}")
+
+
+@graph_app.command("show")
+def graph_show(plan: Annotated[Path, typer.Argument(help="A YAML or JSON plan.")]) -> None:
+    """Draw a plan in the terminal."""
+    from threadloom.display import graph_tree
+
+    console.print(graph_tree(_load(plan)))
+
+
+@trace_app.command("show")
+def trace_show(
+    trace: Annotated[Path, typer.Argument(help="A JSONL trace written by --trace.")],
+    width: Annotated[int, typer.Option(help="Characters of text shown per node.")] = 70,
+) -> None:
+    """Render the thought graph of a run as a tree."""
+    from threadloom.display import read_trace_events, trace_tree
+
+    try:
+        events = read_trace_events(trace)
+    except ThreadloomError as exc:
+        raise _fail(str(exc)) from None
+    console.print(trace_tree(events, max_text=width))
 
 
 def main() -> None:

@@ -1,57 +1,110 @@
-"""Live progress of a run from its trace events (used by the CLI)."""
+"""Live display of a run from its trace events: one line per active branch, the leading answer."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+_MAX_ROWS = 12
 
 
-class RunProgress:
-    """A rich spinner line fed by trace events: generations started and done, tokens, speed."""
+@dataclass
+class _Branch:
+    label: str
+    started: float
+    tokens: int = 0
+    text: str = ""
+    finish: str | None = None
+    ended: float = 0.0
 
-    def __init__(self, console: Console, title: str) -> None:
-        self.started = 0
-        self.done = 0
-        self.deltas = 0
-        self.completion_tokens = 0
-        self._t0 = time.perf_counter()
-        self._progress = Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
+
+@dataclass
+class LiveRun:
+    """Feed it raw trace events; it redraws a rich Live view (use as a context manager)."""
+
+    console: Console
+    title: str
+    branches: dict[str, _Branch] = field(default_factory=dict)
+    answer: str | None = None
+    _t0: float = field(default_factory=time.perf_counter)
+    _live: Live | None = None
+
+    def __enter__(self) -> LiveRun:
+        self._live = Live(
+            self._render(), console=self.console, refresh_per_second=8, transient=True
         )
-        self._task = self._progress.add_task(title, status="starting", total=None)
-
-    def __enter__(self) -> RunProgress:
-        self._progress.start()
+        self._live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
+        now = time.perf_counter()
         if kind == "node" and event.get("kind") == "generation":
-            self.started += 1
-        elif kind == "delta":
-            self.deltas += 1
-        elif kind == "update" and "finish_reason" in event.get("data", {}):
-            data = event["data"]
+            self.branches[event["id"]] = _Branch(label=event.get("label", ""), started=now)
+        elif kind == "delta" and event["id"] in self.branches:
+            branch = self.branches[event["id"]]
+            branch.tokens += 1
+            branch.text = (branch.text + event["text"])[-400:]
+        elif kind == "update" and event["id"] in self.branches:
+            data = event.get("data", {})
+            branch = self.branches[event["id"]]
             if "completion_tokens" in data:
-                self.done += 1
-                self.completion_tokens += int(data["completion_tokens"])
+                branch.tokens = int(data["completion_tokens"])
+            if "finish_reason" in data:
+                branch.finish = str(data["finish_reason"])
+                branch.ended = now
+        elif kind == "result":
+            self.answer = event.get("answer")
         else:
             return
-        elapsed = max(time.perf_counter() - self._t0, 1e-6)
-        tokens = max(self.completion_tokens, self.deltas)
-        status = (
-            f"generations {self.done}/{self.started} · {tokens} tokens · "
-            f"{tokens / elapsed:.0f} tok/s"
-        )
-        self._progress.update(self._task, status=status)
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def _render(self) -> Group:
+        now = time.perf_counter()
+        table = Table(title=self.title, expand=True, show_edge=False, pad_edge=False)
+        table.add_column("branch", no_wrap=True, max_width=22)
+        table.add_column("state", no_wrap=True)
+        table.add_column("tokens", justify="right")
+        table.add_column("tok/s", justify="right")
+        table.add_column("latest text", no_wrap=True, overflow="ellipsis", ratio=1)
+        active = [b for b in self.branches.values() if b.finish is None]
+        recent = [b for b in self.branches.values() if b.finish is not None][-4:]
+        for branch in (active + recent)[:_MAX_ROWS]:
+            end = branch.ended or now
+            rate = branch.tokens / max(end - branch.started, 1e-3)
+            state = branch.finish or "[green]running[/]"
+            tail = " ".join(branch.text.split())[-80:]
+            table.add_row(branch.label, state, str(branch.tokens), f"{rate:.0f}", tail)
+        done = sum(b.finish is not None for b in self.branches.values())
+        tokens = sum(b.tokens for b in self.branches.values())
+        elapsed = now - self._t0
+        leader = max(active, key=lambda b: b.tokens, default=None)
+        lines = [
+            table,
+            Text(
+                f"{done}/{len(self.branches)} branches done · {tokens} tokens · "
+                f"{tokens / max(elapsed, 1e-3):.0f} tok/s · {elapsed:.1f}s",
+                style="dim",
+            ),
+        ]
+        if self.answer is not None:
+            lines.append(Text(f"answer: {self.answer}", style="bold green"))
+        elif leader is not None:
+            lines.append(
+                Text(
+                    f"leading ({leader.label}): {' '.join(leader.text.split())[-100:]}",
+                    style="cyan",
+                )
+            )
+        return Group(*lines)

@@ -36,7 +36,7 @@ class Problem(_Frozen):
     """The known correct answer, if any (oracle verifiers and grading use it)."""
     answer_format: AnswerFormat = "auto"
     """How the final answer is written, which decides how it is extracted ("auto": a boxed
-    answer, else an 'Answer:' line, else the last number, else the whole text)."""
+    answer, else an 'Answer:' line, else the last number of a short reply, else the text)."""
     id: str = ""
     """An identifier (dataset row id); empty for ad-hoc problems."""
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -151,6 +151,8 @@ class Completion(_Frozen):
 
     text: str
     finish_reason: FinishReason
+    stop_reason: str | None = None
+    """The stop string that ended the text (None: end of sequence, length or abort)."""
     usage: TokenUsage = Field(default_factory=TokenUsage)
     logprobs: tuple[TokenLogprob, ...] | None = None
     worker_id: str = ""

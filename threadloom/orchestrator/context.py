@@ -15,6 +15,7 @@ from threadloom.types import (
     Budget,
     Candidate,
     Completion,
+    FinishReason,
     GenerationRequest,
     Problem,
     SamplingParams,
@@ -69,10 +70,25 @@ class RunContext:
 
     # ----- scopes -------------------------------------------------------------------------
 
-    def fork(self, budget: Budget | None = None, *, seed: int | None = None) -> RunContext:
-        """A child scope with its own cancellation and (optionally) its own budget."""
+    def fork(
+        self,
+        budget: Budget | None = None,
+        *,
+        seed: int | None = None,
+        problem: Problem | None = None,
+        root_node: str | None = None,
+    ) -> RunContext:
+        """A child scope with its own cancellation and (optionally) its own budget.
+
+        Args:
+            budget: Limits for the child alone; the parent's limits still apply.
+            seed: The child's seed (default: drawn from this context's generator).
+            problem: A different problem for the child (e.g. one point of a skeleton);
+                verifiers and the trace are shared.
+            root_node: Trace node the child's generations hang from (default: this root).
+        """
         child = RunContext(
-            self.problem,
+            problem or self.problem,
             self.pool,
             verifiers=self.verifiers,
             default_verifier=self.default_verifier,
@@ -81,7 +97,7 @@ class RunContext:
             trace=self.trace,
             seed=self.rng.getrandbits(32) if seed is None else seed,
             _parent=self,
-            _root_node=self.root_node,
+            _root_node=root_node or self.root_node,
         )
         self.children.append(child)
         return child
@@ -138,7 +154,12 @@ class RunContext:
         return request, granted
 
     async def generate(
-        self, request: GenerationRequest, *, parent: str | None = None, label: str = "sample"
+        self,
+        request: GenerationRequest,
+        *,
+        parent: str | None = None,
+        label: str = "sample",
+        edge: str | None = None,
     ) -> tuple[Completion, str]:
         """Generate one completion; returns it with its thought-graph node id.
 
@@ -147,27 +168,33 @@ class RunContext:
         """
         final: Completion | None = None
         final_node = ""
-        async for delta, node in self._stream(request, parent=parent, label=label):
+        async for delta, node in self._stream(request, parent=parent, label=label, edge=edge):
             if delta.completion is not None:
                 final, final_node = delta.completion, node
         assert final is not None
         return final, final_node
 
     async def stream(
-        self, request: GenerationRequest, *, parent: str | None = None, label: str = "sample"
-    ) -> AsyncIterator[StreamDelta]:
-        """Stream one generation's text deltas; the last delta carries the Completion."""
-        async for delta, _node in self._stream(request, parent=parent, label=label):
-            yield delta
+        self,
+        request: GenerationRequest,
+        *,
+        parent: str | None = None,
+        label: str = "sample",
+        edge: str | None = None,
+    ) -> AsyncIterator[tuple[StreamDelta, str]]:
+        """Stream one generation as (delta, trace node) pairs; the last delta has the Completion."""
+        async for item in self._stream(request, parent=parent, label=label, edge=edge):
+            yield item
 
     async def _stream(
-        self, request: GenerationRequest, *, parent: str | None, label: str
+        self, request: GenerationRequest, *, parent: str | None, label: str, edge: str | None
     ) -> AsyncIterator[tuple[StreamDelta, str]]:
         request, granted = self._admit(request)
+        edge_kind = edge or ("continue" if request.prefix else "fork")
         node = self.trace.add(
             "generation",
             label=label,
-            parents=[(parent or self.root_node, "continue" if request.prefix else "fork")],
+            parents=[(parent or self.root_node, edge_kind)],
             request_id=request.request_id,
             prefix_chars=len(request.prefix),
         )
@@ -212,6 +239,17 @@ class RunContext:
             finish_reason=completion.finish_reason,
             mean_logprob=completion.mean_logprob,
             completion_tokens=completion.usage.completion_tokens,
+        )
+
+    def candidate_from_text(
+        self, text: str, node_id: str | None, finish_reason: FinishReason = "stop"
+    ) -> Candidate:
+        """A candidate assembled from several generations (threads, skeleton points)."""
+        return Candidate(
+            text=text,
+            answer=extract_answer(text, self.problem.answer_format),
+            node_id=node_id,
+            finish_reason=finish_reason,
         )
 
     async def sample(

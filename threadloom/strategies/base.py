@@ -29,6 +29,9 @@ class Strategy(BaseModel):
     """Token limit per generation (None: the run's default)."""
 
     summary: ClassVar[str] = ""
+    consumes_inputs: ClassVar[bool] = False
+    """True for reducers (vote, select, ...) that work on the candidates of upstream nodes.
+    Generators ignore inputs unless mapped, when each copy continues one input's text."""
 
     def sampling_overrides(self) -> dict[str, Any]:
         overrides: dict[str, Any] = {}
@@ -41,7 +44,12 @@ class Strategy(BaseModel):
     async def run(self, ctx: RunContext, inputs: list[Candidate]) -> list[Candidate]:
         raise NotImplementedError  # abstract
 
+    @staticmethod
+    def continuation(inputs: list[Candidate]) -> str:
+        """The text a generator continues: its single input's (a mapped copy), else nothing."""
+        return inputs[0].text if len(inputs) == 1 else ""
+
     def label(self) -> str:
-        fields = self.model_dump(exclude={"kind"}, exclude_none=True)
+        fields = self.model_dump(exclude={"kind"}, exclude_none=True, exclude_unset=True)
         inner = ",".join(f"{k}={v}" for k, v in fields.items())
         return f"{self.kind}:{inner}" if inner else self.kind

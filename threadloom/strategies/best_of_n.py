@@ -29,7 +29,11 @@ class BestOfN(Strategy):
 
     async def run(self, ctx: RunContext, inputs: list[Candidate]) -> list[Candidate]:
         candidates = await ctx.sample(
-            self.n, label="best-of-n", logprobs=0, **self.sampling_overrides()
+            self.n,
+            prefix=self.continuation(inputs),
+            label="best-of-n",
+            logprobs=0,
+            **self.sampling_overrides(),
         )
         await ctx.score_all(candidates, self.verifier)
         judge = ctx.verifier(self.verifier)

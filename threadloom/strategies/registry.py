@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import BeforeValidator, SerializeAsAny, ValidationError
 
 from threadloom.errors import ConfigError
 from threadloom.strategies.base import Strategy
@@ -14,6 +14,13 @@ STRATEGIES: dict[str, str] = {
     "single": "threadloom.strategies.single:Single",
     "best-of-n": "threadloom.strategies.best_of_n:BestOfN",
     "self-consistency": "threadloom.strategies.self_consistency:SelfConsistency",
+    "first-finish": "threadloom.strategies.first_finish:FirstFinish",
+    "skeleton-of-thought": "threadloom.strategies.skeleton:SkeletonOfThought",
+    "threads": "threadloom.strategies.threads:Threads",
+    "graph": "threadloom.strategies.graph:Graph",
+    "vote": "threadloom.strategies.reducers:Vote",
+    "select": "threadloom.strategies.reducers:Select",
+    "concat": "threadloom.strategies.reducers:Concat",
 }
 """kind -> 'module:Class'. A new strategy registers here; nothing else changes."""
 
@@ -69,9 +76,11 @@ def make_strategy(spec: str | Strategy | dict[str, Any], **overrides: Any) -> St
     `overrides` with a None value are ignored, so CLI flags left unset change nothing.
     """
     if isinstance(spec, Strategy):
-        options: dict[str, Any] = {}
+        wanted = {k: v for k, v in overrides.items() if v is not None}
+        if not wanted:
+            return spec
         kind = spec.kind
-        options = spec.model_dump(exclude={"kind"}, exclude_unset=True)
+        options = {name: getattr(spec, name) for name in spec.model_fields_set}
     elif isinstance(spec, dict):
         options = dict(spec)
         kind = str(options.pop("kind", ""))
@@ -91,3 +100,13 @@ def make_strategy(spec: str | Strategy | dict[str, Any], **overrides: Any) -> St
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid options for strategy {kind!r}: {problems}") from None
+
+
+def _coerce(value: Any) -> Any:
+    if isinstance(value, (str, dict)) and not isinstance(value, Strategy):
+        return make_strategy(value)
+    return value
+
+
+StrategyField = Annotated[SerializeAsAny[Strategy], BeforeValidator(_coerce)]
+"""A config field holding a nested strategy, written as a spec string, a dict or an instance."""

@@ -30,7 +30,11 @@ class SelfConsistency(Strategy):
 
     async def run(self, ctx: RunContext, inputs: list[Candidate]) -> list[Candidate]:
         candidates = await ctx.sample(
-            self.n, label="self-consistency", logprobs=0, **self.sampling_overrides()
+            self.n,
+            prefix=self.continuation(inputs),
+            label="self-consistency",
+            logprobs=0,
+            **self.sampling_overrides(),
         )
         judge = ctx.verifier(self.verifier)
         if judge is not None:

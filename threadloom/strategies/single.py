@@ -18,6 +18,8 @@ class Single(Strategy):
     summary: ClassVar[str] = "one sample (the baseline)"
 
     async def run(self, ctx: RunContext, inputs: list[Candidate]) -> list[Candidate]:
-        candidates = await ctx.sample(1, label="single", **self.sampling_overrides())
+        candidates = await ctx.sample(
+            1, prefix=self.continuation(inputs), label="single", **self.sampling_overrides()
+        )
         await ctx.score_all(candidates)
         return candidates

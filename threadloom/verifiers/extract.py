@@ -11,6 +11,8 @@ _NUMBER = re.compile(r"(?<![\w.])-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?|(?<![\w.])-
 _ANSWER_LINE = re.compile(
     r"(?:final answer|the answer is|answer\s*[:=]|####)\s*[:=]?\s*(.+)", re.IGNORECASE
 )
+_SHORT_ANSWER_CHARS = 80
+"""'auto' reads the last number only from replies this short; longer text is the answer."""
 _CODE_BLOCK = re.compile(r"```(?:[a-zA-Z0-9_+-]*)\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
@@ -102,8 +104,13 @@ def extract_answer(text: str, answer_format: AnswerFormat = "text") -> str | Non
         return stripped or None
     if answer_format == "expression":
         return extract_answer_line(text) or _last_line_with_digits(text)
-    found = extract_boxed(text) or extract_answer_line(text) or extract_last_number(text)
-    return found or stripped or None
+    found = extract_boxed(text) or extract_answer_line(text)
+    if found:
+        return found
+    if len(stripped) <= _SHORT_ANSWER_CHARS:
+        # a short reply such as '17 + 25 = 42.' answers with its last number
+        return extract_last_number(stripped) or stripped or None
+    return stripped
 
 
 def _last_line_with_digits(text: str) -> str | None:

@@ -80,10 +80,10 @@ class FakeWorker:
         self.requests.append(request)
         reply = self._reply(request)
         params = request.params
-        cut = min((i for s in params.stop if (i := reply.find(s)) >= 0), default=-1)
-        stopped_by_string = cut >= 0
-        if stopped_by_string:
-            reply = reply[:cut]
+        hits = [(i, s) for s in params.stop if (i := reply.find(s)) >= 0]
+        stop_reason = min(hits)[1] if hits else None
+        if hits:
+            reply = reply[: min(hits)[0]]
         tokens = _TOKEN.findall(reply)
         finish = "stop"
         if len(tokens) > params.max_tokens:
@@ -120,6 +120,7 @@ class FakeWorker:
             completion=Completion(
                 text=text,
                 finish_reason=finish,  # type: ignore[arg-type]
+                stop_reason=stop_reason if finish == "stop" else None,
                 usage=TokenUsage(
                     prompt_tokens=_prompt_tokens(request), completion_tokens=len(emitted)
                 ),

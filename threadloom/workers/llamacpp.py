@@ -226,6 +226,7 @@ class LlamaCppWorker:
         return Completion(
             text=out.text,
             finish_reason=out.finish_reason,
+            stop_reason=out.stop_string,
             usage=TokenUsage(
                 prompt_tokens=out.prompt_tokens,
                 completion_tokens=out.completion_tokens,

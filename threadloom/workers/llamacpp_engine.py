@@ -42,6 +42,7 @@ _MIN_SHARED_PREFIX = 8
 class EngineOutput:
     text: str
     finish_reason: FinishReason
+    stop_string: str | None
     prompt_tokens: int
     cached_prompt_tokens: int
     completion_tokens: int
@@ -223,6 +224,7 @@ class BatchedEngine:
                 EngineOutput(
                     text="",
                     finish_reason="abort",
+                    stop_string=None,
                     prompt_tokens=len(request.prompt_tokens),
                     cached_prompt_tokens=0,
                     completion_tokens=0,
@@ -441,6 +443,7 @@ class BatchedEngine:
             EngineOutput(
                 text=seq.text.text,
                 finish_reason=reason,
+                stop_string=seq.text.matched,
                 prompt_tokens=len(request.prompt_tokens),
                 cached_prompt_tokens=seq.cached_tokens,
                 completion_tokens=seq.completion_tokens,

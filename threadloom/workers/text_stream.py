@@ -19,6 +19,8 @@ class StopAwareText:
         self._text = ""
         self._emitted = 0
         self.stopped = False
+        self.matched: str | None = None
+        """The stop string that ended the text, if any."""
 
     @property
     def text(self) -> str:
@@ -32,9 +34,10 @@ class StopAwareText:
         self._text += self._decoder.decode(piece)
         if self._stop:
             search_from = max(0, self._emitted - self._longest_stop)
-            hits = [i for s in self._stop if (i := self._text.find(s, search_from)) >= 0]
+            hits = [(i, s) for s in self._stop if (i := self._text.find(s, search_from)) >= 0]
             if hits:
-                self._text = self._text[: min(hits)]
+                index, self.matched = min(hits)
+                self._text = self._text[:index]
                 self.stopped = True
                 return self._release(len(self._text))
             return self._release(len(self._text) - self._held_back())

@@ -1,0 +1,39 @@
+"""graph: a strategy graph as a strategy, so graphs nest inside graphs and strategies."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from pydantic import Field, PrivateAttr, model_validator
+
+from threadloom.orchestrator.graph import GraphNode, execute_graph, validate_graph
+from threadloom.strategies.base import Strategy
+from threadloom.types import Candidate
+
+if TYPE_CHECKING:
+    from threadloom.orchestrator.context import RunContext
+
+
+class Graph(Strategy):
+    """A DAG of strategy nodes, validated when built; its final node's candidates are its own."""
+
+    kind: Literal["graph"] = "graph"
+    nodes: dict[str, GraphNode] = Field(default_factory=dict)
+    """Node name -> node (strategy, inputs, map, budget)."""
+    summary: ClassVar[str] = "a DAG of strategies (fork, map, join)"
+    _sink: str = PrivateAttr("")
+
+    @model_validator(mode="after")
+    def _validate(self) -> Graph:
+        self._sink = validate_graph(self.nodes)
+        return self
+
+    @property
+    def sink(self) -> str:
+        return self._sink
+
+    async def run(self, ctx: RunContext, inputs: list[Candidate]) -> list[Candidate]:
+        return await execute_graph(ctx, self.nodes, self._sink, inputs)
+
+    def label(self) -> str:
+        return f"graph({', '.join(f'{n}={g.strategy.label()}' for n, g in self.nodes.items())})"
