@@ -10,6 +10,10 @@ Vocabulary (as in pydantic_graph):
 
 A node with no inputs starts from the problem. Exactly one node has no consumers: its output is
 the graph's result. Nodes run as soon as their inputs are ready, concurrently.
+
+Every join is dominated by a fork by construction: a join names each of its inputs and waits
+for all of them, and in an acyclic graph the nearest node through which all of a join's
+inputs pass (the problem itself, at the top) necessarily feeds several branches.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     from threadloom.orchestrator.context import RunContext
 
 _START = "__problem__"
+"""Reserved: the problem every input-less node starts from."""
 
 
 class GraphNode(BaseModel):
@@ -105,20 +110,6 @@ def validate_graph(nodes: dict[str, GraphNode]) -> str:
             f"the graph must have exactly one final node, found {len(sinks)}: {sorted(sinks)}; "
             "join the branches with a reducer node (e.g. kind: vote)"
         )
-    rooted = graph.copy()
-    for name in nodes:
-        if not nodes[name].inputs:
-            rooted.add_edge(_START, name)
-    dominators = nx.immediate_dominators(rooted, _START)
-    for name, node in nodes.items():
-        if len(node.inputs) < 2:
-            continue
-        fork = dominators[name]
-        if fork != _START and rooted.out_degree(fork) < 2:
-            raise GraphError(
-                f"join node {name!r} is not dominated by a fork: its inputs {node.inputs} "
-                f"all pass through {fork!r}, which has a single consumer"
-            )
     return sinks[0]
 
 
@@ -159,8 +150,12 @@ async def execute_graph(
                 produced = [c for out in outputs for c in out]
             else:
                 produced = await _run(node, scope, received or (inputs if not node.inputs else []))
+        except asyncio.CancelledError:
+            results[name].cancel()
+            raise
         except BaseException as exc:
             results[name].set_exception(exc)
+            results[name].exception()  # consumers may be gone; the task reports it
             raise
         ctx.trace.update(trace_node, candidates=len(produced), truncated=scope.truncated)
         results[name].set_result(produced)

@@ -56,7 +56,7 @@ def graph_from_dict(data: dict[str, Any]) -> Graph:
     nodes = data["nodes"]
     if not isinstance(nodes, dict):
         raise GraphError("'nodes' must map node names to nodes")
-    extra = set(data) - {"nodes", "kind"}
+    extra = {k for k, v in data.items() if k not in ("nodes", "kind") and v is not None}
     if extra:
         raise GraphError(f"unknown top-level plan keys {sorted(extra)}; only 'nodes' is allowed")
     parsed: dict[str, GraphNode] = {}
