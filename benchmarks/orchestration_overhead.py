@@ -83,7 +83,7 @@ async def main() -> None:
             f"{per_run - per_bare:.1f}",
             f"{per_run / per_bare:.2f}x",
         )
-    Console().print(table)
+    Console(width=150).print(table)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ async def main() -> None:
         table.add_column(column, justify="right")
     for n, wall, tokens, rate in rows:
         table.add_row(str(n), f"{wall:.2f}", f"{tokens:.0f}", f"{rate:.1f}", f"{rate / base:.2f}x")
-    Console().print(table)
+    Console(width=150).print(table)
 
 
 if __name__ == "__main__":

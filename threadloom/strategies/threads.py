@@ -97,7 +97,7 @@ class Threads(Strategy):
     thread_tokens: int = Field(128, ge=1)
     """Token limit for each thread."""
     segments: int = Field(6, ge=1, le=64)
-    """Sequential stretches at most (each up to max_tokens)."""
+    """Sequential stretches at most; together they stay within max_tokens."""
     format_prompt: bool = True
     """Teach the block format with a system prompt (for models not trained on it)."""
     summary: ClassVar[str] = "model-opened parallel threads, forked and joined"
@@ -116,15 +116,19 @@ class Threads(Strategy):
         blocks = 0
         finish = "stop"
         overrides = self.sampling_overrides()
+        # max_tokens bounds all sequential stretches together, as for a plain answer
+        tokens_left = self.max_tokens or ctx.params.max_tokens
         for _ in range(self.segments):
             stop = (END_OUTLINES,) if blocks < self.max_blocks else ()
+            overrides["max_tokens"] = tokens_left
             request = scope.request(prefix=text, stop=stop, **overrides)
             completion, parent = await scope.generate(
                 request, parent=parent, label="main", edge="continue" if parent else None
             )
             text += completion.text
+            tokens_left -= completion.usage.completion_tokens
             finish = completion.finish_reason
-            if completion.stop_reason != END_OUTLINES:
+            if completion.stop_reason != END_OUTLINES or tokens_left <= 0:
                 break
             outlines = parse_outlines(text, self.max_threads)
             text += END_OUTLINES + "\n"
