@@ -200,8 +200,8 @@ def bench_command(
 
     interrupted = False
     try:
-        with progress:
-            if todo:
+        if todo:
+            with progress:
                 asyncio.run(go())
     except KeyboardInterrupt:
         interrupted = True
