@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -90,7 +90,7 @@ class LiveRun:
         tokens = sum(b.tokens for b in self.branches.values())
         elapsed = now - self._t0
         leader = max(active, key=lambda b: b.tokens, default=None)
-        lines = [
+        lines: list[RenderableType] = [
             table,
             Text(
                 f"{done}/{len(self.branches)} branches done · {tokens} tokens · "

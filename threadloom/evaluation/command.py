@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -42,7 +42,7 @@ def _load_problems(
             path, field=field, answer_field=answer_field, verifier=grader or "numeric", limit=limit
         )
         return path.stem, problems
-    options = {"difficulty": difficulty} if difficulty is not None else {}
+    options: dict[str, Any] = {"difficulty": difficulty} if difficulty is not None else {}
     return dataset, data.load(dataset, limit=limit, seed=seed, **options)
 
 

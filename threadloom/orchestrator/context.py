@@ -59,7 +59,9 @@ class RunContext:
         self.rng = random.Random(seed)
         self.seed = seed
         self.usage = Usage()
-        self.budget = BudgetTracker(budget, self.usage, _parent.budget if _parent else None)
+        self.budget: BudgetTracker = BudgetTracker(
+            budget, self.usage, _parent.budget if _parent is not None else None
+        )
         self.parent = _parent
         self.children: list[RunContext] = []
         self._in_flight: set[str] = set()
