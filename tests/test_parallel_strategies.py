@@ -243,3 +243,25 @@ async def test_closing_the_stream_early_aborts_the_run() -> None:
     await asyncio.sleep(0.05)
     assert worker.in_flight == 0
     assert worker.tokens_emitted < 3 * 300
+
+
+async def test_first_finish_races_nested_strategies() -> None:
+    def script(request: GenerationRequest, index: int) -> str:
+        content = (request.messages or ())[-1].content
+        if "key points" in content:
+            # one skeleton is short, the others long
+            return " a\n2. b" if index == 0 else " a\n2. b\n3. c\n4. d"
+        return "word " * (3 if index < 3 else 60)
+
+    worker = FakeWorker(script, token_delay_s=0.003)
+    result = await tl.arun(
+        Problem(prompt="Explain."),
+        {"kind": "first-finish", "n": 4, "strategy": "skeleton-of-thought"},
+        worker=worker,
+    )
+    best = result.best
+    assert best is not None and best.metadata["mode"] == "skeleton"
+    assert best.metadata["aborted"] == 3
+    await asyncio.sleep(0.05)
+    assert worker.in_flight == 0
+    assert result.usage.aborted_generations >= 1

@@ -20,6 +20,7 @@ from threadloom.types import (
     Problem,
     SamplingParams,
     Score,
+    TokenUsage,
     Usage,
 )
 from threadloom.verifiers.base import Verifier
@@ -202,9 +203,11 @@ class RunContext:
         )
         self._in_flight.add(request.request_id)
         finished = False
+        deltas = 0
         try:
             async for delta in self.pool.stream(request):
                 if delta.text:
+                    deltas += 1
                     self.trace.emit("delta", id=node, text=delta.text)
                 if delta.completion is not None:
                     finished = True
@@ -225,9 +228,19 @@ class RunContext:
             self._in_flight.discard(request.request_id)
             self.budget.end_generation(granted)
             if not finished:
+                # the caller went away mid-generation: abort it, and count what it decoded
+                # (streamed deltas, about one per token) so usage stays honest
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.pool.abort(request.request_id))
-                self.trace.update(node, finish_reason="abort")
+                self.budget.record(
+                    Completion(
+                        text="",
+                        finish_reason="abort",
+                        usage=TokenUsage(completion_tokens=deltas),
+                        request_id=request.request_id,
+                    )
+                )
+                self.trace.update(node, finish_reason="abort", completion_tokens=deltas)
 
     def candidate(
         self, completion: Completion, node_id: str | None, *, prefix: str = ""

@@ -9,11 +9,15 @@ from pydantic import Field, model_validator
 
 from threadloom.errors import BudgetExhausted
 from threadloom.strategies.base import Strategy
+from threadloom.strategies.registry import StrategyField
 from threadloom.types import Candidate, Completion
 from threadloom.verifiers.voting import logprob_of, vote
 
 if TYPE_CHECKING:
     from threadloom.orchestrator.context import RunContext
+
+_DRAIN_S = 5.0
+"""How long aborted copies of a raced strategy get to wind down before being cancelled."""
 
 
 class FirstFinish(Strategy):
@@ -29,6 +33,8 @@ class FirstFinish(Strategy):
     """Samples launched together."""
     k: int = Field(1, ge=1)
     """Finishers to wait for; with k > 1 their answers vote."""
+    strategy: StrategyField | None = None
+    """Race n copies of this strategy instead of n plain samples (e.g. four SoT answers)."""
     summary: ClassVar[str] = "n samples, first k to finish win, the rest are aborted"
 
     @model_validator(mode="after")
@@ -38,6 +44,8 @@ class FirstFinish(Strategy):
         return self
 
     async def run(self, ctx: RunContext, inputs: list[Candidate]) -> list[Candidate]:
+        if self.strategy is not None:
+            return await self._race(ctx, self.strategy, inputs)
         scope = ctx.fork()
         prefix = self.continuation(inputs)
         request = scope.request(prefix=prefix, logprobs=0, **self.sampling_overrides())
@@ -96,3 +104,44 @@ class FirstFinish(Strategy):
                 tokens_after_decision=after,
             )
         return candidates
+
+    async def _race(
+        self, ctx: RunContext, strategy: Strategy, inputs: list[Candidate]
+    ) -> list[Candidate]:
+        """Run n copies of a nested strategy; the first k to return win, the rest are cancelled."""
+        copies = [ctx.fork() for _ in range(self.n)]
+        tasks = [asyncio.create_task(strategy.run(copy, inputs)) for copy in copies]
+        winners: list[Candidate] = []
+        pending = set(tasks)
+        finished = 0
+        try:
+            while pending and finished < self.k:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is None and task.result():
+                        winners.extend(task.result()[:1])
+                        finished += 1
+                    elif task.exception() is not None and not isinstance(
+                        task.exception(), BudgetExhausted
+                    ):
+                        raise task.exception()  # type: ignore[misc]
+        finally:
+            # abort the losers' generations and let them return (their usage is counted);
+            # a copy that still has not returned after that is cancelled outright
+            await asyncio.gather(
+                *(c.cancel() for c, t in zip(copies, tasks, strict=True) if not t.done())
+            )
+            if pending:
+                _, stragglers = await asyncio.wait(pending, timeout=_DRAIN_S)
+                for task in stragglers:
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        losers = self.n - finished
+        for order, candidate in enumerate(winners):
+            candidate.metadata.update(finish_order=order, aborted=losers)
+        if self.k > 1:
+            groups = vote(winners, ctx.problem.answer_format)
+            winners = [m for g in groups for m in g.members] + [
+                c for c in winners if all(c is not m for g in groups for m in g.members)
+            ]
+        return winners[: self.k] if self.k > 1 else winners[:1]
