@@ -179,7 +179,8 @@ def _print_result(result: Result) -> None:
             str(candidate.completion_tokens),
             snippet,
         )
-    console.print(table)
+    out = console if console.is_terminal else Console(width=150)
+    out.print(table)
     usage = result.usage
     console.print(
         f"[dim]generations {usage.generations} · prompt tokens {usage.prompt_tokens} "

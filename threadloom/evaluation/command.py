@@ -22,6 +22,8 @@ from threadloom.types import Problem, SamplingParams
 
 console = Console()
 err_console = Console(stderr=True)
+_WIDE = 150
+"""Width for tables when output is not a terminal (files, pipes, CI logs)."""
 
 
 def _load_problems(
@@ -92,8 +94,9 @@ def print_summary(summaries: list[StrategySummary], title: str) -> None:
             f"{s.total_wall_time_s:.1f}",
             f"{s.tokens_per_s:.0f}",
         )
-    console.print(table)
-    console.print(
+    out = console if console.is_terminal else Console(width=_WIDE)
+    out.print(table)
+    out.print(
         "[dim]accuracy: chosen answer correct · coverage: any candidate correct "
         "(pass@k) · gens/tokens/verifier: means per problem · wall s: summed "
         "per-problem time (problems overlap)[/]"
