@@ -216,7 +216,7 @@ def bench_command(
     records = [
         r for r in log.read() if r.strategy in wanted and r.problem_id in ids and r.dataset == name
     ]
-    summaries = summarize(records)
+    summaries = sorted(summarize(records), key=lambda s: labels.index(s.strategy))
     if plot is not None and summaries:
         from threadloom.evaluation.plot import plot_scaling
 
