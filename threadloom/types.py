@@ -162,6 +162,10 @@ class Completion(_Frozen):
     """Speculative decoding: tokens proposed by the draft."""
     accepted_tokens: int = 0
     """Speculative decoding: drafted tokens the target model accepted."""
+    attempts: int = 1
+    """Workers this request was tried on; above 1 after a pool failed over."""
+    failed_workers: tuple[str, ...] = ()
+    """Workers that failed while serving this request, in order (another one finished it)."""
 
     @property
     def mean_logprob(self) -> float | None:

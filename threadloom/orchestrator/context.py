@@ -223,6 +223,12 @@ class RunContext:
                         worker=completion.worker_id,
                         seconds=round(completion.timings.total_s, 4),
                     )
+                    if completion.attempts > 1:
+                        self.trace.update(
+                            node,
+                            attempts=completion.attempts,
+                            failed_workers=list(completion.failed_workers),
+                        )
                 yield delta, node
         finally:
             self._in_flight.discard(request.request_id)

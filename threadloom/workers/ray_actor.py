@@ -1,0 +1,230 @@
+"""WorkerHost: the body of a Ray actor that holds one Worker and serves it to a RayPool.
+
+Streaming across the actor boundary works by polling: `open` starts the request in a task
+that drains the worker's stream into a per-request feed and returns the first chunk; `poll`
+returns every delta decoded since the last call, waiting up to `wait_s` when there is none
+(an empty chunk is a heartbeat). One round trip carries as many deltas as were decoded in
+between, so a slow consumer costs fewer calls, not more. `abort` stops a request on the
+worker (its feed then ends with finish_reason "abort"); `release` also forgets its feed.
+
+The class is plain Python; `RayPool` wraps it with `ray.remote` and the actor's resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from threadloom.errors import WorkerUnavailable
+from threadloom.types import Completion, GenerationRequest
+from threadloom.workers.base import Worker
+
+logger = logging.getLogger(__name__)
+
+Chunk = tuple[list[str], Completion | None]
+"""(text deltas in order, the final Completion once the request is done)."""
+
+
+@dataclass
+class _Feed:
+    request: GenerationRequest
+    texts: list[str] = field(default_factory=list)
+    completion: Completion | None = None
+    error: BaseException | None = None
+    abort: bool = False
+    """Abort was asked for; `aborted` once the worker confirmed it."""
+    aborted: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.completion is not None or self.error is not None
+
+
+class WorkerHost:
+    """Holds one worker inside a Ray actor; see the module docstring for the protocol.
+
+    Args:
+        spec: Worker spec for `make_worker` (e.g. "llamacpp", "fake:42").
+        options: Keyword arguments for the worker's constructor.
+        worker_id: The worker's name (the actor's name too).
+        pool: Name of the pool the actor belongs to.
+        factory: Instead of `spec`, a function building the worker (pickled by Ray).
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        options: dict[str, Any],
+        worker_id: str,
+        pool: str,
+        factory: Callable[[], Worker] | None = None,
+    ) -> None:
+        self.worker_id = worker_id
+        self.pool = pool
+        self.spec = spec if factory is None else "custom"
+        if factory is not None:
+            self._worker = factory()
+            with contextlib.suppress(AttributeError):
+                self._worker.worker_id = worker_id
+        else:
+            from threadloom.workers.registry import make_worker
+
+            self._worker = make_worker(spec, worker_id=worker_id, **options)
+        self._feeds: dict[str, _Feed] = {}
+        self._started = time.time()
+        self.served = 0
+        self.completion_tokens = 0
+        self.drafted_tokens = 0
+        self.accepted_tokens = 0
+
+    # ----- streaming ------------------------------------------------------------------------
+
+    async def open(self, request: GenerationRequest, wait_s: float, linger_s: float = 0.0) -> Chunk:
+        """Start a request and return its first chunk (waiting up to `wait_s` for it)."""
+        rid = request.request_id
+        old = self._feeds.pop(rid, None)
+        if old is not None and not old.done:
+            await self._worker.abort(rid)
+        feed = _Feed(request)
+        self._feeds[rid] = feed
+        feed.task = asyncio.create_task(self._produce(feed))
+        return await self._drain(rid, feed, wait_s, linger_s)
+
+    async def poll(self, request_id: str, wait_s: float, linger_s: float = 0.0) -> Chunk:
+        """Deltas decoded since the last call; the final chunk carries the Completion.
+
+        Raises:
+            WorkerUnavailable: The request is unknown here (the actor restarted and lost it).
+        """
+        feed = self._feeds.get(request_id)
+        if feed is None:
+            raise WorkerUnavailable(
+                f"request {request_id} is unknown on {self.worker_id} (the actor restarted); "
+                "the pool retries it on another worker"
+            )
+        return await self._drain(request_id, feed, wait_s, linger_s)
+
+    async def _produce(self, feed: _Feed) -> None:
+        rid = feed.request.request_id
+        try:
+            if feed.abort:  # aborted before it started
+                feed.completion = Completion(
+                    text="", finish_reason="abort", worker_id=self.worker_id, request_id=rid
+                )
+                return
+            async for delta in self._worker.stream(feed.request):
+                if feed.abort and not feed.aborted:
+                    # the abort came before the worker knew the request: ask again
+                    feed.aborted = await self._worker.abort(rid)
+                if delta.text:
+                    feed.texts.append(delta.text)
+                if delta.completion is not None:
+                    self._count(delta.completion)
+                    feed.completion = delta.completion
+                feed.wake.set()
+        except Exception as exc:  # handed to the pool, which decides whether to retry
+            feed.error = exc
+        finally:
+            if not feed.done:
+                feed.error = WorkerUnavailable(f"{self.worker_id} stopped the request early")
+            feed.wake.set()
+            feed.finished.set()
+
+    async def _drain(self, request_id: str, feed: _Feed, wait_s: float, linger_s: float) -> Chunk:
+        if not feed.texts and not feed.done:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(feed.wake.wait(), wait_s)
+        if feed.texts and not feed.done and linger_s > 0:
+            # a short reply may finish in a moment: then one round trip carries all of it
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(feed.finished.wait(), linger_s)
+        feed.wake.clear()
+        texts, feed.texts = feed.texts, []
+        if not feed.done:
+            return texts, None
+        if feed.error is not None and texts:
+            return texts, None  # hand over what was decoded; the next poll raises
+        self._feeds.pop(request_id, None)
+        if feed.error is not None:
+            raise feed.error
+        return texts, feed.completion
+
+    def _count(self, completion: Completion) -> None:
+        self.served += 1
+        self.completion_tokens += completion.usage.completion_tokens
+        self.drafted_tokens += completion.drafted_tokens
+        self.accepted_tokens += completion.accepted_tokens
+
+    async def abort(self, request_id: str) -> bool:
+        """Stop a running request; its next chunk ends it with finish_reason "abort"."""
+        feed = self._feeds.get(request_id)
+        if feed is None or feed.done:
+            return False
+        feed.abort = True
+        feed.aborted = await self._worker.abort(request_id)
+        return True
+
+    async def release(self, request_id: str) -> None:
+        """Abort a request and forget it (its consumer went away)."""
+        feed = self._feeds.pop(request_id, None)
+        if feed is not None and not feed.done:
+            feed.abort = True
+            feed.aborted = await self._worker.abort(request_id)
+
+    # ----- management -----------------------------------------------------------------------
+
+    async def describe(self) -> dict[str, Any]:
+        """Where the actor runs, what it holds and how loaded it is (plain data)."""
+        import ray
+
+        ctx = ray.get_runtime_context()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            restarted = bool(ctx.was_current_actor_reconstructed)
+        caps = self._worker.capabilities
+        running = [f for f in self._feeds.values() if not f.done]
+        stats = getattr(self._worker, "stats", None)
+        drafted = self.drafted_tokens
+        return {
+            "worker_id": self.worker_id,
+            "pool": self.pool,
+            "spec": self.spec,
+            "node_id": ctx.get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(),
+            "pid": os.getpid(),
+            "resources": dict(ctx.get_assigned_resources()),
+            "placement_group": ctx.get_placement_group_id(),
+            "restarted": restarted,
+            "uptime_s": round(time.time() - self._started, 1),
+            "capabilities": caps.model_dump(),
+            "in_flight": len(running),
+            "in_flight_tokens": sum(f.request.params.max_tokens for f in running),
+            "served": self.served,
+            "completion_tokens": self.completion_tokens,
+            "speculation": {
+                "enabled": caps.speculative_decoding,
+                "drafted_tokens": drafted,
+                "accepted_tokens": self.accepted_tokens,
+                "acceptance": round(self.accepted_tokens / drafted, 3) if drafted else None,
+            },
+            "stats": stats() if callable(stats) else {},
+        }
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        """Abort what is running and release the worker's resources."""
+        for rid in list(self._feeds):
+            await self.release(rid)
+        await self._worker.close()

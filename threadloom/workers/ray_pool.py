@@ -1,0 +1,376 @@
+"""RayPool: workers in Ray actors, routed by load and prefix affinity, with failover.
+
+Each replica of a pool is a Ray actor (`WorkerHost`) created with the pool's resources; the
+pool itself lives in the orchestrator's event loop and is a Worker, so strategies use it like
+any other. Streaming works by polling the actor for chunks of deltas (see `ray_actor`).
+
+Failover: when an actor dies, stops answering within `call_timeout_s`, or its worker reports
+itself unavailable, the request is retried (tenacity, at most `max_attempts` actors) on a live
+actor. A request that had already streamed text resumes from it: the next actor continues the
+prefix plus that text with the remaining token budget, so the consumer's deltas stay one
+coherent stream and no candidate is lost or produced twice. Ray restarts the dead actor
+(`max_restarts`); the pool routes to it again once it answers. The Completion records the
+attempts (`attempts`, `failed_workers`), which the run context writes into the trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from threadloom.errors import (
+    ConfigError,
+    MissingDependencyError,
+    ThreadloomError,
+    WorkerDead,
+    WorkerError,
+    WorkerUnavailable,
+)
+from threadloom.types import Completion, GenerationRequest, TokenUsage, Usage
+from threadloom.workers.base import StreamDelta, Worker, WorkerCapabilities, collect_stream
+from threadloom.workers.cluster_config import FailoverSpec, PoolSpec, RoutingSpec
+from threadloom.workers.ray_cluster import check_placement, connect, shutdown
+from threadloom.workers.ray_lanes import Lane, Lanes, first_line
+
+try:
+    from ray.exceptions import RayActorError, RayError, RayTaskError
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError.for_extra("ray", "ray", "RayPool") from exc
+
+logger = logging.getLogger(__name__)
+
+
+class _Failover(WorkerUnavailable):
+    """An attempt failed on one actor; tenacity retries the request on another."""
+
+
+@dataclass(eq=False)
+class _Attempt:
+    request: GenerationRequest
+    started: float = field(default_factory=time.perf_counter)
+    lane: Lane | None = None
+    tokens: int = 0
+    """max_tokens reserved on the current lane."""
+    texts: list[str] = field(default_factory=list)
+    resumed_at: int = 0
+    """Deltas streamed before the current attempt (its completion covers only the rest)."""
+    failed: list[str] = field(default_factory=list)
+
+    def now(self) -> GenerationRequest:
+        """The request for the next attempt: the original, or a resumption of streamed text."""
+        self.resumed_at = len(self.texts)
+        if not self.texts:
+            return self.request
+        params = self.request.params
+        remaining = max(1, params.max_tokens - len(self.texts))
+        return self.request.model_copy(
+            update={
+                "prefix": self.request.prefix + "".join(self.texts),
+                "params": params.model_copy(update={"max_tokens": remaining}),
+            }
+        )
+
+    @property
+    def exhausted(self) -> bool:
+        return bool(self.texts) and len(self.texts) >= self.request.params.max_tokens
+
+    def finish(self, completion: Completion) -> Completion:
+        if not self.failed:
+            return completion
+        before = self.texts[: self.resumed_at]
+        usage = completion.usage
+        return completion.model_copy(
+            update={
+                "text": "".join(before) + completion.text,
+                "usage": TokenUsage(
+                    prompt_tokens=usage.prompt_tokens,
+                    cached_prompt_tokens=usage.cached_prompt_tokens,
+                    completion_tokens=len(before) + usage.completion_tokens,
+                ),
+                "request_id": self.request.request_id,
+                "attempts": len(self.failed) + 1,
+                "failed_workers": tuple(self.failed),
+            }
+        )
+
+    def local(self, finish_reason: str, worker_id: str) -> Completion:
+        """A completion made here, without a worker (aborted while waiting, budget spent)."""
+        return self.finish(
+            Completion(
+                text="",
+                finish_reason=finish_reason,  # type: ignore[arg-type]
+                worker_id=worker_id,
+                request_id=self.request.request_id,
+            )
+        )
+
+
+class RayPool:
+    """Replicas of one worker, each in a Ray actor; a pool is itself a Worker.
+
+    Routing is least-loaded by in-flight tokens with prefix affinity (see `Router`); when
+    every actor is full, requests wait here (backpressure) instead of queueing on actors.
+
+    Args:
+        spec: A PoolSpec, or a worker spec such as "llamacpp" or "fake:42".
+        name: The pool's name (actors are named '{name}-{index}-{token}').
+        replicas: Overrides the spec's replica count.
+        routing: Routing policy.
+        failover: Failover policy and timeouts.
+        address: Ray address to join (None: RAY_ADDRESS, else start a local cluster); ignored
+            when Ray is already initialized in this process.
+        namespace: Ray namespace of the actors.
+        factory: Builds the worker inside each actor instead of the spec's kind (pickled).
+        **spec_fields: Overrides of PoolSpec fields (resources, options, max_concurrency...).
+
+    Raises:
+        ConfigError: The spec is invalid or can never be placed on this cluster.
+    """
+
+    def __init__(
+        self,
+        spec: PoolSpec | str = "llamacpp",
+        *,
+        name: str = "generator",
+        replicas: int | None = None,
+        routing: RoutingSpec | None = None,
+        failover: FailoverSpec | None = None,
+        address: str | None = None,
+        namespace: str = "threadloom",
+        factory: Callable[[], Worker] | None = None,
+        **spec_fields: Any,
+    ) -> None:
+        base = spec.model_dump() if isinstance(spec, PoolSpec) else {"kind": spec}
+        if replicas is not None:
+            spec_fields["replicas"] = replicas
+        try:
+            self.spec = PoolSpec.model_validate({**base, **spec_fields})
+        except ValueError as exc:
+            raise ConfigError(f"pool {name!r}: {exc}") from None
+        self.name = name
+        self.worker_id = f"ray-pool:{name}"
+        self.failover = failover or FailoverSpec()
+        self._owns_ray = connect(address, namespace=namespace)
+        self._lanes = Lanes(
+            self.spec,
+            pool=name,
+            namespace=namespace,
+            routing=routing or RoutingSpec(),
+            failover=self.failover,
+            factory=factory,
+        )
+        self._attempts: dict[str, _Attempt] = {}
+        self._aborted: set[str] = set()
+        self._closed = False
+        self._retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Failover),
+            stop=stop_after_attempt(self.failover.max_attempts),
+            wait=wait_exponential(multiplier=self.failover.backoff_s, max=2.0),
+            reraise=True,
+        )
+        self.usage = Usage()
+        """Aggregate usage of every request this pool served."""
+        self.failovers = 0
+        """Attempts that failed on one actor and moved to another."""
+        try:
+            check_placement({name: self.spec})
+            self._lanes.add(self.spec.replicas)
+        except BaseException:
+            self.kill()
+            if self._owns_ray:
+                shutdown()
+            raise
+
+    async def wait_ready(self) -> None:
+        """Wait until every actor is placed and its worker started.
+
+        Raises:
+            WorkerUnavailable: An actor was not placed within `ready_timeout_s` (the resources
+                are held by others); the message says what is missing.
+            ConfigError: A worker failed to start (bad kind, model or options).
+        """
+        await self._lanes.wait_ready()
+
+    async def scale(self, replicas: int) -> None:
+        """Grow or shrink the pool to `replicas` actors; removed ones finish their requests."""
+        await self._lanes.scale(replicas)
+
+    @property
+    def router(self) -> Any:
+        """The pool's Router (affinity owners, spill count)."""
+        return self._lanes.router
+
+    # ----- the Worker protocol --------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> WorkerCapabilities:
+        """Combined capabilities of the actors (blocks until one has started, if none has)."""
+        return self._lanes.capabilities()
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        return await collect_stream(self.stream(request))
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
+        if self._closed:
+            raise WorkerDead(f"pool {self.name!r} is closed; create a new RayPool")
+        await self._lanes.wait_ready()
+        rid = request.request_id
+        attempt = _Attempt(request)
+        self._attempts[rid] = attempt
+        retrying = self._retrying.copy()
+        try:
+            while True:
+                chunk: tuple[list[str], Completion | None]
+                chunk = await retrying(self._next_chunk, attempt)
+                for text in chunk[0]:
+                    attempt.texts.append(text)
+                    yield StreamDelta(text=text)
+                if chunk[1] is not None:
+                    final = attempt.finish(chunk[1])
+                    self.usage.add_completion(final)
+                    yield StreamDelta(text="", completion=final)
+                    return
+        finally:
+            self._attempts.pop(rid, None)
+            self._aborted.discard(rid)
+            lane = self._release(attempt)
+            if lane is not None and lane.state != "dead":
+                # the consumer went away mid-request: stop it on the actor, fire and forget
+                lane.actor.release.remote(rid)
+
+    def _release(self, attempt: _Attempt) -> Lane | None:
+        lane, attempt.lane = attempt.lane, None
+        if lane is not None:
+            self._lanes.release(lane, attempt.tokens)
+            attempt.tokens = 0
+        return lane
+
+    async def _next_chunk(self, attempt: _Attempt) -> tuple[list[str], Completion | None]:
+        """One round trip: open the request on a lane (after a failure, a new one) or poll it."""
+        lane = attempt.lane
+        rid = attempt.request.request_id
+        wait_s, linger_s = self.failover.poll_wait_s, self.failover.linger_s
+        if lane is None:
+            if attempt.exhausted:
+                return [], attempt.local("length", attempt.failed[-1])
+            tokens = max(1, attempt.request.params.max_tokens - len(attempt.texts))
+            lane = await self._lanes.acquire(
+                attempt.request.affinity_key, tokens, attempt.failed, lambda: rid in self._aborted
+            )
+            if lane is None:
+                return [], attempt.local("abort", self.worker_id)
+            attempt.lane, attempt.tokens = lane, tokens
+            call = lane.actor.open.remote(attempt.now(), wait_s, linger_s)
+        else:
+            call = lane.actor.poll.remote(rid, wait_s, linger_s)
+        try:
+            chunk: tuple[list[str], Completion | None]
+            chunk = await asyncio.wait_for(call, wait_s + self.failover.call_timeout_s)
+        except RayTaskError as exc:
+            cause = exc.cause
+            if isinstance(cause, WorkerUnavailable | WorkerDead):
+                self._failed(attempt, lane, cause, suspect=isinstance(cause, WorkerDead))
+            self._release(attempt)
+            if isinstance(cause, ThreadloomError):
+                raise cause from None
+            raise WorkerError(f"{lane.name} failed on {rid}: {first_line(exc)}") from None
+        except RayActorError as exc:
+            self._failed(attempt, lane, exc, suspect=True)
+        except TimeoutError:
+            lane.actor.release.remote(rid)  # it may be alive but stuck
+            reason = TimeoutError(f"no answer within {self.failover.call_timeout_s:g} s")
+            self._failed(attempt, lane, reason, suspect=True)
+        if chunk[1] is not None:
+            self._release(attempt)
+        return chunk
+
+    def _failed(self, attempt: _Attempt, lane: Lane, exc: BaseException, *, suspect: bool) -> None:
+        """Book an attempt's failure and raise what makes tenacity retry it (or give up)."""
+        self._release(attempt)
+        attempt.failed.append(lane.name)
+        self.failovers += 1
+        if suspect:
+            self._lanes.suspect(lane)
+        rid = attempt.request.request_id
+        reason = first_line(exc)
+        if len(attempt.failed) >= self.failover.max_attempts:
+            raise WorkerUnavailable(
+                f"request {rid} failed on {len(attempt.failed)} actors "
+                f"({', '.join(attempt.failed)}); last error: {reason}. Check the pool with "
+                "`threadloom workers --ray-address ...` and the actors' logs"
+            ) from None
+        logger.warning("request %s failed on %s (%s); retrying on another actor",
+                       rid, lane.name, reason)  # fmt: skip
+        raise _Failover(reason)
+
+    async def abort(self, request_id: str) -> bool:
+        attempt = self._attempts.get(request_id)
+        if attempt is None:
+            return False
+        lane = attempt.lane
+        if lane is None:
+            self._aborted.add(request_id)  # waiting for a slot, or between attempts
+            return True
+        try:
+            call = lane.actor.abort.remote(request_id)
+            return bool(await asyncio.wait_for(call, self.failover.call_timeout_s))
+        except (RayError, TimeoutError):
+            self._aborted.add(request_id)
+            return True
+
+    # ----- inspection and shutdown ----------------------------------------------------------
+
+    async def describe(self) -> list[dict[str, Any]]:
+        """Each actor: node, resources, model, load and speculation (as the actor reports)."""
+
+        async def one(lane: Lane) -> dict[str, Any]:
+            entry: dict[str, Any] = {"worker_id": lane.name, "pool": self.name}
+            try:
+                entry.update(await asyncio.wait_for(lane.actor.describe.remote(), 10.0))
+            except (RayError, TimeoutError) as exc:
+                entry["error"] = first_line(exc)
+            entry.update(state=lane.state, capacity=lane.capacity)
+            entry.update(routed_in_flight=lane.in_flight, routed_tokens=lane.tokens)
+            return entry
+
+        return list(await asyncio.gather(*(one(lane) for lane in self._lanes.members)))
+
+    @property
+    def lanes(self) -> list[dict[str, Any]]:
+        """The pool's view of its actors: name, state, capacity, routed load, node."""
+        return [
+            {
+                "worker_id": lane.name,
+                "state": lane.state,
+                "capacity": lane.capacity,
+                "in_flight": lane.in_flight,
+                "tokens": lane.tokens,
+                "node_id": lane.info.get("node_id", ""),
+            }
+            for lane in self._lanes.members
+        ]
+
+    def actor(self, worker_id: str) -> Any:
+        """The Ray actor handle of a worker (e.g. to `ray.kill` it in a failover drill)."""
+        return self._lanes.find(worker_id).actor
+
+    def kill(self) -> None:
+        """Kill every actor at once, without closing workers (`close` is the orderly way)."""
+        self._lanes.kill()
+
+    async def close(self) -> None:
+        """Close every worker and kill the actors; shut Ray down if this pool started it."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._lanes.close()
+        finally:
+            if self._owns_ray:
+                shutdown()
