@@ -1,0 +1,233 @@
+"""CodeVerifier: HumanEval-style and assert-list problems, run for real in the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from threadloom import ConfigError
+from threadloom.types import Candidate, Problem
+from threadloom.verifiers.base import Verifier
+from threadloom.verifiers.code import CodeVerifier, build_program
+from threadloom.verifiers.registry import make_verifier
+from threadloom.verifiers.sandbox import SandboxLimits
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the sandbox runs on Linux"
+)
+
+PROMPT_CODE = '''from typing import List
+
+
+def running_max(numbers: List[int]) -> List[int]:
+    """The largest number seen so far, at each position.
+    >>> running_max([1, 3, 2])
+    [1, 3, 3]
+    """
+'''
+TEST = """
+METADATA = {"author": "threadloom"}
+
+
+def check(candidate):
+    assert candidate([]) == []
+    assert candidate([1, 3, 2]) == [1, 3, 3]
+    assert candidate([5, 4, 6, 1]) == [5, 5, 6, 6]
+"""
+CORRECT = """Here is my solution:
+
+```python
+def running_max(numbers):
+    result, best = [], None
+    for n in numbers:
+        best = n if best is None else max(best, n)
+        result.append(best)
+    return result
+```
+"""
+WRONG = "```python\ndef running_max(numbers):\n    return sorted(numbers)\n```"
+
+
+def humaneval(**extra: object) -> Problem:
+    metadata: dict[str, object] = {
+        "test": TEST,
+        "entry_point": "running_max",
+        "prompt_code": PROMPT_CODE,
+    }
+    metadata.update(extra)
+    return Problem(prompt=PROMPT_CODE, answer_format="code", metadata=metadata)
+
+
+def solution(body: str) -> Candidate:
+    """A candidate defining running_max with `body` (indented code) before a correct return."""
+    code = f"def running_max(numbers):\n{body}\n    return [max(numbers[: i + 1]) for i in "
+    code += "range(len(numbers))]\n"
+    return Candidate(text=f"```python\n{code}```")
+
+
+@pytest.fixture
+def verifier() -> CodeVerifier:
+    return CodeVerifier(limits=SandboxLimits(timeout_s=3.0, cpu_s=5))
+
+
+def test_protocol_and_registry() -> None:
+    v = make_verifier("code")
+    assert isinstance(v, CodeVerifier) and isinstance(v, Verifier)
+    assert v.name == "code"
+    assert make_verifier("code", limits={"timeout_s": 2}).limits.timeout_s == 2  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError):
+        CodeVerifier(limits={"timeout": 2})
+    with pytest.raises(ConfigError):
+        CodeVerifier(max_concurrency=0)
+
+
+async def test_correct_solution_passes(verifier: CodeVerifier) -> None:
+    score = await verifier.score(humaneval(), Candidate(text=CORRECT))
+    assert score.passed is True and score.value == 1.0
+    assert score.detail == "passed"
+
+
+async def test_wrong_solution_fails_with_the_assertion(verifier: CodeVerifier) -> None:
+    score = await verifier.score(humaneval(), Candidate(text=WRONG))
+    assert score.passed is False and score.value == 0.0
+    assert score.detail.startswith("AssertionError")
+    assert score.detail.endswith("in `assert candidate([1, 3, 2]) == [1, 3, 3]`")
+
+
+async def test_body_only_answer_is_completed_with_the_prompt(verifier: CodeVerifier) -> None:
+    indented = "```python\n    best, out = float('-inf'), []\n    for n in numbers:\n"
+    indented += "        best = max(best, n)\n        out.append(best)\n    return out\n```"
+    assert (await verifier.score(humaneval(), Candidate(text=indented))).passed is True
+    # a body whose first line lost its indentation when it was copied out
+    ragged = "best, out = float('-inf'), []\n    for n in numbers:\n"
+    ragged += "        best = max(best, n)\n        out.append(best)\n    return out"
+    assert (await verifier.score(humaneval(), Candidate(text=ragged))).passed is True
+
+
+async def test_body_only_without_prompt_code_fails_cleanly(verifier: CodeVerifier) -> None:
+    problem = humaneval(prompt_code=None)
+    score = await verifier.score(problem, Candidate(text="    return numbers"))
+    assert score.passed is False
+    assert "Error" in score.detail
+
+
+async def test_assert_list_tests(verifier: CodeVerifier) -> None:
+    problem = Problem(
+        prompt="Write add(a, b).",
+        metadata={"tests": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]},
+    )
+    good = Candidate(text="```python\ndef add(a, b):\n    return a + b\n```")
+    bad = Candidate(text="```python\ndef add(a, b):\n    return a - b\n```")
+    assert (await verifier.score(problem, good)).passed is True
+    score = await verifier.score(problem, bad)
+    assert score.passed is False and "assert add(1, 2) == 3" in score.detail
+
+
+async def test_problem_without_tests_is_a_failed_score(verifier: CodeVerifier) -> None:
+    score = await verifier.score(Problem(prompt="write code"), Candidate(text=CORRECT))
+    assert score.passed is False and "no tests" in score.detail
+    half = Problem(prompt="q", metadata={"test": TEST})
+    score = await verifier.score(half, Candidate(text=CORRECT))
+    assert score.passed is False and "entry_point" in score.detail
+
+
+async def test_empty_answer_and_syntax_error(verifier: CodeVerifier) -> None:
+    assert (await verifier.score(humaneval(), Candidate(text="  "))).passed is False
+    score = await verifier.score(humaneval(), Candidate(text="def running_max(:\n  pass"))
+    assert score.passed is False and "SyntaxError" in score.detail
+
+
+async def test_exiting_early_with_success_does_not_pass(verifier: CodeVerifier) -> None:
+    for cheat in ("import sys\nsys.exit(0)", "import os\nos._exit(0)", "raise SystemExit"):
+        code = f"```python\ndef running_max(numbers):\n    return numbers\n{cheat}\n```"
+        score = await verifier.score(humaneval(), Candidate(text=code))
+        assert score.passed is False, cheat
+        assert "exited before the tests finished" in score.detail
+
+
+def test_build_program_shapes() -> None:
+    program = build_program(humaneval().metadata, "def running_max(numbers):\n    return []")
+    assert program.startswith("def running_max")
+    assert program.rstrip().endswith("check(running_max)")
+    completed = build_program(humaneval().metadata, "return []")
+    assert completed.startswith("from typing import List")
+    assert "    return []" in completed
+    with pytest.raises(ConfigError):
+        build_program({}, "x = 1")
+
+
+# ---- misbehaving candidates: each must be a failed score, not an exception or a hang -----------
+
+
+async def test_infinite_loop_times_out(verifier: CodeVerifier) -> None:
+    started = time.monotonic()
+    score = await verifier.score(humaneval(), solution("    while True:\n        pass"))
+    assert score.passed is False
+    assert score.detail == "timed out after 3s"
+    assert time.monotonic() - started < 3.0 + 3.0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "    import os\n    while True:\n        os.fork()",
+        "    import subprocess\n    subprocess.Popen(['sleep', '60'])",
+    ],
+    ids=["fork-bomb", "popen"],
+)
+async def test_process_creation_fails(verifier: CodeVerifier, body: str) -> None:
+    score = await verifier.score(humaneval(), solution(body))
+    assert score.passed is False
+    assert score.detail.startswith("PermissionError")
+
+
+async def test_huge_allocation_fails(verifier: CodeVerifier) -> None:
+    score = await verifier.score(humaneval(), solution("    data = b'x' * 10**10"))
+    assert score.passed is False and "MemoryError" in score.detail
+
+
+async def test_writing_outside_fails_and_leaves_no_file(verifier: CodeVerifier) -> None:
+    target = Path(f"/tmp/threadloom_escape_{uuid.uuid4().hex}.txt")
+    body = f"    open({str(target)!r}, 'w').write('escaped')"
+    try:
+        score = await verifier.score(humaneval(), solution(body))
+        assert not target.exists()
+    finally:
+        target.unlink(missing_ok=True)
+    assert score.passed is False and "PermissionError" in score.detail
+
+
+async def test_environment_secret_is_invisible(
+    verifier: CodeVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("THREADLOOM_TEST_SECRET", "s3cr3t")
+    body = "    import os\n    assert os.environ['THREADLOOM_TEST_SECRET'] == 's3cr3t'"
+    score = await verifier.score(humaneval(), solution(body))
+    assert score.passed is False
+    assert "KeyError" in score.detail and "s3cr3t" not in score.detail
+
+
+async def test_network_socket_fails(verifier: CodeVerifier) -> None:
+    body = "    import socket\n    socket.create_connection(('1.1.1.1', 80), timeout=1)"
+    score = await verifier.score(humaneval(), solution(body))
+    assert score.passed is False and "PermissionError" in score.detail
+
+
+async def test_output_flood_is_capped(verifier: CodeVerifier) -> None:
+    flood = await verifier.score(humaneval(), solution("    while True:\n        print('x' * 80)"))
+    assert flood.passed is False and flood.detail == "timed out after 3s"
+    chatty = solution("    print('y' * 200_000)")
+    score = await verifier.score(humaneval(), chatty)
+    assert score.passed is True and score.detail == "passed (output truncated)"
+
+
+async def test_concurrent_scores_are_bounded_and_correct() -> None:
+    v = CodeVerifier(limits=SandboxLimits(timeout_s=5), max_concurrency=2)
+    texts = [CORRECT, WRONG] * 3
+    scores = await asyncio.gather(*(v.score(humaneval(), Candidate(text=t)) for t in texts))
+    assert [s.passed for s in scores] == [True, False] * 3
