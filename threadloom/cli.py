@@ -63,6 +63,13 @@ def run_command(
     worker: Annotated[
         str | None, typer.Option(help="Worker spec instead of --model, e.g. 'fake:42'.")
     ] = None,
+    workers: Annotated[
+        Path | None, typer.Option("--workers", help="Cluster file (YAML): pools of Ray actors.")
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Run on this Ray cluster ('auto': the one on this machine)."),
+    ] = None,
     system: Annotated[str | None, typer.Option(help="A system prompt.")] = None,
     temperature: Annotated[float, typer.Option(min=0.0, max=5.0)] = 0.7,
     top_p: Annotated[float, typer.Option(min=0.01, max=1.0)] = 0.95,
@@ -114,6 +121,14 @@ def run_command(
             plan = load_plan(graph)
         except ThreadloomError as exc:
             raise _fail(str(exc)) from None
+    cluster: Any = None
+    if workers is not None or ray_address is not None:
+        from threadloom.cluster_command import cluster_worker
+
+        try:
+            cluster = cluster_worker(workers, ray_address, worker_spec)
+        except ThreadloomError as exc:
+            raise _fail(str(exc)) from None
     sink_file = events.open("a", encoding="utf-8") if events else None
     display = LiveRun(err_console, f"{graph or strategy}") if not as_json else None
 
@@ -131,7 +146,7 @@ def run_command(
             arun(
                 prompt,
                 plan,
-                worker=worker_spec,
+                worker=cluster or worker_spec,
                 verifier=verifier,
                 reference=reference,
                 system=system,
@@ -151,6 +166,8 @@ def run_command(
             display.__exit__(None, None, None)
         if sink_file is not None:
             sink_file.close()
+        if cluster is not None:
+            asyncio.run(cluster.close())
     if as_json:
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
     else:
@@ -194,8 +211,23 @@ def _print_result(result: Result) -> None:
 @app.command("workers")
 def workers_command(
     model: Annotated[Path | None, typer.Option(help="Describe this GGUF instead.")] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Show this Ray cluster's nodes and threadloom actors ('auto')."),
+    ] = None,
+    workers: Annotated[
+        Path | None, typer.Option("--workers", help="Show (and check) a cluster file's pools.")
+    ] = None,
 ) -> None:
     """List the worker backends, whether each is installed, and the bundled model."""
+    if ray_address is not None or workers is not None:
+        from threadloom.cluster_command import show_cluster
+
+        try:
+            show_cluster(ray_address, workers)
+        except ThreadloomError as exc:
+            raise _fail(str(exc)) from None
+        return
     from threadloom.workers.models import BUNDLED_NAME, bundled_model_path, resolve_model_path
 
     table = Table(title="worker backends")
@@ -206,6 +238,7 @@ def workers_command(
     rows = [
         ("llamacpp", "llamacpp[:PATH.gguf]", "llama_cpp", "embedded default, batched decoding"),
         ("fake", "fake[:reply|reply]", None, "scripted test double"),
+        ("ray", "ray:SPEC | --workers FILE", "ray", "workers as Ray actors (extra [ray])"),
     ]
     for kind, spec, module, notes in rows:
         ok = module is None or importlib.util.find_spec(module) is not None

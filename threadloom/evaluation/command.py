@@ -130,6 +130,12 @@ def bench_command(
     plot: Annotated[Path | None, typer.Option(help="Write the scaling plot (PNG).")] = None,
     model: Annotated[Path | None, typer.Option(help="A GGUF model (default: bundled).")] = None,
     worker: Annotated[str | None, typer.Option(help="Worker spec instead of --model.")] = None,
+    workers: Annotated[
+        Path | None, typer.Option("--workers", help="Cluster file (YAML): pools of Ray actors.")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Run on this Ray cluster ('auto': this machine's).")
+    ] = None,
     temperature: Annotated[float, typer.Option(min=0.0, max=5.0)] = 0.7,
     max_tokens: Annotated[int, typer.Option(min=1)] = 256,
     difficulty: Annotated[int | None, typer.Option(min=1, max=3, help="Procedural sets.")] = None,
@@ -183,7 +189,14 @@ def bench_command(
         progress.update(task, advance=1, status=_status(finished, started))
 
     async def go() -> None:
-        backend = make_worker(worker or (f"llamacpp:{model}" if model else None))
+        spec = worker or (f"llamacpp:{model}" if model else None)
+        if workers is not None or ray_address is not None:
+            from threadloom.cluster_command import cluster_worker
+
+            # a pool waits while its actors are full, so --concurrency can exceed their slots
+            backend = cluster_worker(workers, ray_address, spec)
+        else:
+            backend = make_worker(spec)
         try:
             await run_bench(
                 problems,

@@ -295,6 +295,26 @@ class RayCluster:
                 shutdown()
 
 
+def open_ray_worker(target: str = "", *, address: str | None = None, **options: Any) -> Any:
+    """A Worker on Ray: a RayCluster for a cluster file, else a RayPool of one worker spec.
+
+    Args:
+        target: 'cluster.yaml' (also .yml / .json), or a worker spec such as 'llamacpp' or
+            'fake:42' (empty: the embedded default model).
+        address: Ray address (None: the file's, else RAY_ADDRESS, else a local cluster).
+        **options: PoolSpec fields for a single pool (replicas, resources, options, ...).
+    """
+    if target.lower().endswith((".yaml", ".yml", ".json")):
+        if options:
+            raise ConfigError(
+                f"options {sorted(options)} do not apply to a cluster file; set them in {target}"
+            )
+        return RayCluster(target, address=address)
+    from threadloom.workers.ray_pool import RayPool
+
+    return RayPool(target or "llamacpp", address=address, **options)
+
+
 def placement_timeout_message(pool: str, name: str, spec: PoolSpec, waited_s: float) -> str:
     demand = spec.demand()
     free = {k: round(v, 3) for k, v in free_resources().items() if k in demand}
@@ -312,6 +332,7 @@ __all__ = [
     "connect",
     "kill_actor",
     "list_actors",
+    "open_ray_worker",
     "shutdown",
     "spawn_actor",
 ]

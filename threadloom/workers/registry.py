@@ -7,7 +7,7 @@ from typing import Any
 from threadloom.errors import ConfigError
 from threadloom.workers.base import Worker
 
-WORKER_KINDS = ("llamacpp", "fake")
+WORKER_KINDS = ("llamacpp", "fake", "ray")
 
 
 def make_worker(spec: str | Worker | None = None, **options: Any) -> Worker:
@@ -25,11 +25,16 @@ def make_worker(spec: str | Worker | None = None, **options: Any) -> Worker:
 
         script = tuple(argument.split("|")) if argument else ("42",)
         return FakeWorker(script, **options)
+    if kind == "ray":
+        from threadloom.workers.ray_cluster import open_ray_worker
+
+        return open_ray_worker(argument, **options)
     if kind.endswith(".gguf") or (spec or "").endswith(".gguf"):
         from threadloom.workers.llamacpp import LlamaCppWorker
 
         return LlamaCppWorker(spec, **options)
     raise ConfigError(
         f"unknown worker {spec!r}; valid workers: {', '.join(WORKER_KINDS)} "
-        "(e.g. 'llamacpp', 'llamacpp:/path/model.gguf', 'fake:reply one|reply two')"
+        "(e.g. 'llamacpp', 'llamacpp:/path/model.gguf', 'fake:reply one|reply two', "
+        "'ray:cluster.yaml')"
     )

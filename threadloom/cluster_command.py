@@ -1,0 +1,152 @@
+"""Ray cluster options of the command line: `--workers FILE`, `--ray-address ADDR`, and the
+cluster view of `threadloom workers`."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from threadloom.workers.base import Worker
+
+console = Console()
+
+
+def cluster_worker(
+    workers_file: Path | None, ray_address: str | None, worker_spec: str | None
+) -> Worker:
+    """The Worker for `--workers` / `--ray-address`: every pool of the file, or one actor of
+    the `--worker`/`--model` spec on the cluster. The caller closes it."""
+    from threadloom.workers.ray_cluster import open_ray_worker
+
+    target = str(workers_file) if workers_file is not None else (worker_spec or "llamacpp")
+    return open_ray_worker(target, address=ray_address)  # type: ignore[no-any-return]
+
+
+def show_pools(workers_file: Path) -> Any:
+    """Print the pools a cluster file declares; returns the parsed config."""
+    from threadloom.workers.cluster_config import load_cluster_config
+
+    config = load_cluster_config(workers_file)
+    table = Table(title=f"pools in {workers_file}")
+    for column in ("pool", "role", "worker", "replicas", "per actor", "tp", "slots", "spec."):
+        table.add_column(column, justify="right" if column in ("replicas", "tp") else "left")
+    for name, spec in config.pools.items():
+        table.add_row(
+            name,
+            spec.role,
+            spec.worker_spec,
+            str(spec.replicas),
+            _resources(spec.demand()),
+            str(spec.tensor_parallel_size),
+            str(spec.max_concurrency or "worker batch"),
+            "on" if spec.speculation else "off",
+        )
+    console.print(table)
+    return config
+
+
+def show_cluster(ray_address: str | None, workers_file: Path | None = None) -> None:
+    """`threadloom workers --ray-address ...`: nodes, then every threadloom actor.
+
+    With a cluster file too, also checks that its pools fit the cluster's nodes.
+    """
+    from threadloom.workers import ray_cluster
+
+    config = show_pools(workers_file) if workers_file is not None else None
+    if ray_address is None and config is None:
+        return
+    namespace = config.ray.namespace if config is not None else "threadloom"
+    address = ray_address or (config.ray.address if config is not None else None)
+    if address is None:
+        console.print("[dim]no --ray-address: pools not checked against a cluster[/]")
+        return
+    owned = ray_cluster.connect(address, namespace=namespace)
+    try:
+        _nodes_table()
+        if config is not None:
+            ray_cluster.check_placement(config.pools)
+            console.print("[green]ok[/]: every pool fits this cluster's nodes")
+        _actors_table(asyncio.run(ray_cluster.list_actors(namespace)), namespace)
+    finally:
+        if owned:
+            ray_cluster.shutdown()
+
+
+def _nodes_table() -> None:
+    import ray
+
+    free = ray.available_resources()
+    table = Table(title="nodes")
+    for column in ("node", "address", "CPU", "GPU", "memory GiB", "custom resources"):
+        table.add_column(column)
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        res = node["Resources"]
+        custom = {
+            k: v
+            for k, v in res.items()
+            if k not in ("CPU", "GPU", "memory", "object_store_memory")
+            and not k.startswith("node:")
+            and not k.startswith("accelerator_type:")
+        }
+        table.add_row(
+            node["NodeID"][:12],
+            node.get("NodeManagerAddress", ""),
+            f"{res.get('CPU', 0):g}",
+            f"{res.get('GPU', 0):g}",
+            f"{res.get('memory', 0) / 2**30:.1f}",
+            _resources(custom),
+        )
+    console.print(table)
+    console.print(f"[dim]free now: CPU {free.get('CPU', 0):g} · GPU {free.get('GPU', 0):g}[/]")
+
+
+def _actors_table(actors: list[dict[str, Any]], namespace: str) -> None:
+    if not actors:
+        console.print(
+            f"no threadloom actors in namespace {namespace!r} (they live as long as the job "
+            "that created them)"
+        )
+        return
+    table = Table(title=f"threadloom actors ({namespace})")
+    columns = ("actor", "pool", "node", "resources", "model", "load", "served", "speculation")
+    for column in columns:
+        table.add_column(column)
+    for actor in actors:
+        if "error" in actor:
+            table.add_row(actor["worker_id"], "", "", "", f"[red]{actor['error']}[/]", "", "", "")
+            continue
+        spec = actor.get("speculation", {})
+        speculation = "off"
+        if spec.get("enabled") or spec.get("drafted_tokens"):
+            rate = spec.get("acceptance")
+            speculation = f"on, {spec['drafted_tokens']} drafted" + (
+                f", {100 * rate:.0f}% accepted" if rate is not None else ""
+            )
+        restarted = " [yellow](restarted)[/]" if actor.get("restarted") else ""
+        table.add_row(
+            actor["worker_id"] + restarted,
+            actor.get("pool", ""),
+            f"{actor.get('node_ip', '')} {str(actor.get('node_id', ''))[:8]}",
+            _resources(actor.get("resources", {})),
+            actor.get("capabilities", {}).get("model", ""),
+            f"{actor.get('in_flight', 0)} req · {actor.get('in_flight_tokens', 0)} tok",
+            f"{actor.get('served', 0)} · {actor.get('completion_tokens', 0)} tok",
+            speculation,
+        )
+    console.print(table)
+
+
+def _resources(resources: dict[str, float]) -> str:
+    parts = []
+    for key, amount in sorted(resources.items()):
+        if key == "memory":
+            parts.append(f"memory {amount / 2**30:.1f}GiB")
+        else:
+            parts.append(f"{key} {amount:g}")
+    return ", ".join(parts) or "-"
