@@ -61,7 +61,10 @@ def connect(
         if target:
             ray.init(address=target, namespace=namespace, log_to_driver=True)
         else:
-            ray.init(num_cpus=num_cpus, namespace=namespace, include_dashboard=False)
+            # "local": a new instance, even if `ray start` left one running on this machine
+            ray.init(
+                address="local", num_cpus=num_cpus, namespace=namespace, include_dashboard=False
+            )
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(
             f"could not reach a Ray cluster at {target!r}: {exc}. Start one with "

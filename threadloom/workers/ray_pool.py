@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from threadloom.errors import (
@@ -34,7 +35,12 @@ from threadloom.errors import (
 )
 from threadloom.types import Completion, GenerationRequest, TokenUsage, Usage
 from threadloom.workers.base import StreamDelta, Worker, WorkerCapabilities, collect_stream
-from threadloom.workers.cluster_config import FailoverSpec, PoolSpec, RoutingSpec
+from threadloom.workers.cluster_config import (
+    FailoverSpec,
+    PoolSpec,
+    RoutingSpec,
+    describe_errors,
+)
 from threadloom.workers.ray_cluster import check_placement, connect, shutdown
 from threadloom.workers.ray_lanes import Lane, Lanes, first_line
 
@@ -139,8 +145,8 @@ class RayPool:
         *,
         name: str = "generator",
         replicas: int | None = None,
-        routing: RoutingSpec | None = None,
-        failover: FailoverSpec | None = None,
+        routing: RoutingSpec | Mapping[str, Any] | None = None,
+        failover: FailoverSpec | Mapping[str, Any] | None = None,
         address: str | None = None,
         namespace: str = "threadloom",
         factory: Callable[[], Worker] | None = None,
@@ -151,17 +157,19 @@ class RayPool:
             spec_fields["replicas"] = replicas
         try:
             self.spec = PoolSpec.model_validate({**base, **spec_fields})
-        except ValueError as exc:
-            raise ConfigError(f"pool {name!r}: {exc}") from None
+            routing = RoutingSpec.model_validate(routing or {})
+            failover = FailoverSpec.model_validate(failover or {})
+        except ValidationError as exc:
+            raise ConfigError(f"pool {name!r}: {describe_errors(exc)}") from None
         self.name = name
         self.worker_id = f"ray-pool:{name}"
-        self.failover = failover or FailoverSpec()
+        self.failover = failover
         self._owns_ray = connect(address, namespace=namespace)
         self._lanes = Lanes(
             self.spec,
             pool=name,
             namespace=namespace,
-            routing=routing or RoutingSpec(),
+            routing=routing,
             failover=self.failover,
             factory=factory,
         )

@@ -1,0 +1,443 @@
+"""RayPool on a two-node Ray cluster simulated on this machine (ray.cluster_utils.Cluster).
+
+Most actors hold FakeWorkers (cheap); one holds the real embedded llama.cpp model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+from typer.testing import CliRunner
+
+from threadloom import GenerationRequest, Problem, SamplingParams, WorkerUnavailable, arun
+from threadloom.errors import ConfigError
+from threadloom.evaluation.bench import Verifiers, run_bench
+from threadloom.evaluation.records import ResultLog
+from threadloom.orchestrator.context import RunContext
+from threadloom.strategies.registry import make_strategy
+from threadloom.types import ChatMessage
+from threadloom.workers.ray_cluster import RayCluster
+from threadloom.workers.ray_pool import RayPool
+
+pytestmark = pytest.mark.ray
+
+NAMESPACE = "threadloom-test"
+FULL = " ".join(f"w{i}" for i in range(30)) + " answer 42"
+FAST = {"poll_wait_s": 0.2, "backoff_s": 0.0, "ready_timeout_s": 30.0}
+
+
+def descendants(roots: list[int]) -> set[int]:
+    """The processes in `roots` and every process below them (read from /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found = {pid for pid in roots if pid in parents}
+    grew = True
+    while grew:
+        below = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= below
+        grew = bool(below)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_gone(pids: set[int], timeout_s: float) -> set[int]:
+    """The pids still running after waiting up to `timeout_s` for them to exit."""
+    deadline = time.monotonic() + timeout_s
+    left = {pid for pid in pids if alive(pid)}
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = {pid for pid in left if alive(pid)}
+    return left
+
+
+def chat(**params: Any) -> GenerationRequest:
+    return GenerationRequest(
+        messages=(ChatMessage(role="user", content="go"),), params=SamplingParams(**params)
+    )
+
+
+async def test_a_pool_that_started_ray_leaves_no_process_behind() -> None:
+    # runs first, before the module's cluster exists
+    assert not ray.is_initialized()
+    pool = RayPool("fake:hi", resources={"num_cpus": 0.25}, namespace=NAMESPACE)
+    try:
+        node = ray._private.worker._global_node
+        roots = [p.process.pid for ps in node.all_processes.values() for p in ps]
+        assert (await pool.generate(chat())).text == "hi"
+        pids = descendants(roots)
+        assert len(pids) > len(roots)  # the actor's worker process is among them
+    finally:
+        await pool.close()
+    assert not ray.is_initialized()
+    assert not wait_gone(pids, timeout_s=20), "Ray processes left behind"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, str]]:
+    """Two nodes: 'head' (2 CPUs, slot, head_node) and 'edge' (2 CPUs, slot, edge_node)."""
+    sim = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 2, "resources": {"slot": 1, "head_node": 1}},
+    )
+    sim.add_node(num_cpus=2, resources={"slot": 1, "edge_node": 1})
+    ray.init(address=sim.address, namespace=NAMESPACE)
+    sim.wait_for_nodes()
+    nodes = {}
+    for node in ray.nodes():
+        name = "head" if "head_node" in node["Resources"] else "edge"
+        nodes[name] = node["NodeID"]
+    roots = [p.process.pid for n in sim.list_all_nodes() for ps in n.all_processes.values()
+             for p in ps]  # fmt: skip
+    nodes["address"] = sim.address
+    yield nodes
+    ray.shutdown()
+    sim.shutdown()
+    left = wait_gone(descendants(roots), timeout_s=20)
+    assert not left, f"Ray processes left behind: {left}"
+
+
+def resuming_worker(delay: float = 0.02) -> Any:
+    """A factory for FakeWorkers that continue FULL from whatever prefix they are given."""
+
+    def build() -> Any:
+        from threadloom.workers.fake import FakeWorker
+
+        return FakeWorker(lambda request, _: FULL[len(request.prefix) :], token_delay_s=delay)
+
+    return build
+
+
+def generation_nodes(result: Any) -> list[dict[str, Any]]:
+    return [node.data for node in result.trace.nodes if node.kind == "generation"]
+
+
+async def test_actors_land_on_their_nodes_and_best_of_n_spans_both(
+    cluster: dict[str, str],
+) -> None:
+    config = {
+        "ray": {"namespace": NAMESPACE},
+        "pools": {
+            "gen": {
+                "kind": "fake:The answer is 42",
+                "replicas": 2,
+                "resources": {"num_cpus": 0.5, "custom": {"slot": 1}},
+            },
+            "prm": {
+                "role": "reward",
+                "kind": "fake:0.9",
+                "resources": {"num_cpus": 0.25, "custom": {"edge_node": 1}},
+            },
+        },
+    }
+    from threadloom.workers.cluster_config import load_cluster_config
+
+    pools = RayCluster(load_cluster_config(config))
+    try:
+        await pools.wait_ready()
+        where = {entry["worker_id"]: entry["node_id"] for entry in await pools.describe()}
+        gen = [lane["worker_id"] for lane in pools.generator.lanes]
+        assert {where[name] for name in gen} == {cluster["head"], cluster["edge"]}
+        (prm,) = [lane["worker_id"] for lane in pools.reward.lanes]
+        assert where[prm] == cluster["edge"]
+        result = await arun("What is 6*7?", "best-of-n", n=8, worker=pools, verifier="numeric")
+        assert len(result.candidates) == 8 and result.answer == "42"
+        assert {data["worker"] for data in generation_nodes(result)} == set(gen)
+        assert pools.usage.generations == 8
+    finally:
+        await pools.close()
+    assert not [a for a in ray.util.list_named_actors(True) if a["namespace"] == NAMESPACE]
+
+
+async def test_resources_are_checked_before_placing(cluster: dict[str, str]) -> None:
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="no node has that much"):
+        RayPool("fake", resources={"num_cpus": 64})
+    with pytest.raises(ConfigError, match="tpu=1"):
+        RayPool("fake", resources={"custom": {"tpu": 1}})
+    with pytest.raises(ConfigError, match="cannot hold every replica"):
+        RayPool("fake", replicas=3, resources={"num_cpus": 0.1, "custom": {"slot": 1}})
+    assert time.perf_counter() - started < 5
+    # feasible, but another pool holds both slots: fail after the timeout, not hang
+    holder = RayPool(
+        "fake", name="holder", replicas=2, resources={"num_cpus": 0.1, "custom": {"slot": 1}}
+    )
+    try:
+        await holder.wait_ready()
+        late = RayPool(
+            "fake",
+            name="late",
+            resources={"num_cpus": 0.1, "custom": {"slot": 1}},
+            failover={"ready_timeout_s": 1.5},
+        )
+        with pytest.raises(WorkerUnavailable, match=r"was not placed within 1\.5 s"):
+            await late.generate(chat())
+        await late.close()
+    finally:
+        await holder.close()
+    assert not [a for a in ray.util.list_named_actors(True) if a["namespace"] == NAMESPACE]
+
+
+async def test_killed_actor_mid_run_loses_no_candidate(cluster: dict[str, str]) -> None:
+    pool = RayPool(
+        "fake",
+        replicas=2,
+        resources={"num_cpus": 0.5},
+        factory=resuming_worker(),
+        failover=FAST,
+    )
+    try:
+        await pool.wait_ready()
+        victim = pool.lanes[0]["worker_id"]
+
+        async def kill_soon() -> None:
+            await asyncio.sleep(0.3)
+            ray.kill(pool.actor(victim), no_restart=False)
+
+        result, _ = await asyncio.gather(arun("go", "best-of-n", n=6, worker=pool), kill_soon())
+        assert len(result.candidates) == 6
+        assert all(c.text == FULL and c.finish_reason == "stop" for c in result.candidates)
+        assert len({c.node_id for c in result.candidates}) == 6
+        retried = [d for d in generation_nodes(result) if d.get("attempts", 1) > 1]
+        assert retried, "the trace should show the failover"
+        assert all(d["failed_workers"] == [victim] and d["worker"] != victim for d in retried)
+        assert all(d["completion_tokens"] == len(FULL.split()) for d in retried)
+        assert pool.failovers >= len(retried)
+        # Ray restarts the actor and the pool routes to it again
+        for _ in range(100):
+            if pool.lanes[0]["state"] == "ready":
+                break
+            await asyncio.sleep(0.1)
+        entry = next(e for e in await pool.describe() if e["worker_id"] == victim)
+        assert entry["state"] == "ready" and entry["restarted"]
+    finally:
+        await pool.close()
+
+
+async def test_unanswered_call_times_out_and_fails_over(cluster: dict[str, str]) -> None:
+    def build() -> Any:
+        import time as clock
+
+        import ray as ray_in_actor
+
+        from threadloom.workers.fake import FakeWorker
+
+        stuck = ray_in_actor.get_runtime_context().get_actor_name().startswith("stuck-0")
+
+        def reply(request: Any, index: int) -> str:
+            if stuck:
+                clock.sleep(1.5)  # blocks the actor's event loop: calls go unanswered
+            return "ok fine"
+
+        return FakeWorker(reply)
+
+    pool = RayPool(
+        "fake",
+        name="stuck",
+        replicas=2,
+        resources={"num_cpus": 0.25},
+        factory=build,
+        failover={**FAST, "call_timeout_s": 0.4},
+    )
+    try:
+        await pool.wait_ready()
+        done = await asyncio.gather(*(pool.generate(chat()) for _ in range(4)))
+        assert all(c.text == "ok fine" for c in done)
+        moved = [c for c in done if c.attempts > 1]
+        assert moved and all(c.failed_workers[0].startswith("stuck-0") for c in moved)
+    finally:
+        await pool.close()
+
+
+async def test_siblings_share_a_worker_and_spill_when_it_is_full(cluster: dict[str, str]) -> None:
+    pool = RayPool(
+        "fake:a b c d e f",
+        replicas=2,
+        resources={"num_cpus": 0.25},
+        options={"token_delay_s": 0.05},
+        max_concurrency=2,
+        routing={"spill_tokens": None},
+        failover=FAST,
+    )
+    try:
+        await pool.wait_ready()
+        ctx = RunContext(Problem(prompt="go"), pool)
+
+        async def siblings(key: str, count: int) -> list[str]:
+            pairs = await asyncio.gather(
+                *(ctx.generate(ctx.request(affinity_key=key, max_tokens=8)) for _ in range(count))
+            )
+            return [node for _, node in pairs]
+
+        nodes = await siblings("fork-1", 2)
+        workers = [ctx.trace.graph.nodes[n]["data"]["worker"] for n in nodes]
+        assert len(set(workers)) == 1  # same prefix, same worker
+        owner = workers[0]
+        nodes = await siblings("fork-1", 4)  # the owner has 2 slots: two spill
+        workers = [ctx.trace.graph.nodes[n]["data"]["worker"] for n in nodes]
+        assert workers.count(owner) == 2 and len(set(workers)) == 2
+        assert pool.router.spills == 2
+    finally:
+        await pool.close()
+
+
+async def test_streaming_and_abort_cross_the_actor_boundary(cluster: dict[str, str]) -> None:
+    pool = RayPool(
+        "fake:" + " ".join(["tok"] * 300),
+        resources={"num_cpus": 0.25},
+        options={"token_delay_s": 0.01},
+        failover=FAST,
+    )
+    try:
+        stamps, texts = [], []
+        async for delta in pool.stream(chat(max_tokens=20)):
+            stamps.append(time.perf_counter())
+            texts.append(delta.text)
+            final = delta.completion
+        assert final is not None and "".join(texts) == final.text
+        assert final.usage.completion_tokens == 20 and len(texts) > 2
+        assert stamps[-1] - stamps[0] > 0.1  # deltas arrive as they are decoded
+        request = chat(max_tokens=300)
+        task = asyncio.create_task(pool.generate(request))
+        await asyncio.sleep(0.5)
+        assert await pool.abort(request.request_id)
+        aborted = await task
+        assert aborted.finish_reason == "abort" and aborted.usage.completion_tokens < 200
+        # a consumer that goes away stops the request on the actor too
+        task = asyncio.create_task(pool.generate(chat(max_tokens=300)))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        await asyncio.sleep(0.3)
+        (entry,) = await pool.describe()
+        assert entry["in_flight"] == 0 and entry["routed_in_flight"] == 0
+    finally:
+        await pool.close()
+
+
+async def test_bench_runs_on_a_pool_with_backpressure_and_resumes(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    def build() -> Any:
+        from threadloom.workers.fake import FakeWorker
+
+        def reply(request: Any, index: int) -> str:
+            a = int(request.messages[-1].content.split()[2])
+            return f"The answer is {2 * a}"
+
+        return FakeWorker(reply, token_delay_s=0.005)
+
+    problems = [
+        Problem(prompt=f"What is {i} + {i}?", reference=str(2 * i), id=f"p{i}",
+                answer_format="number", metadata={"verifier": "numeric"})
+        for i in range(1, 7)
+    ]  # fmt: skip
+    pool = RayPool("fake", replicas=2, resources={"num_cpus": 0.25}, factory=build,
+                   max_concurrency=2, failover=FAST)  # fmt: skip
+    log = ResultLog(tmp_path / "bench.jsonl")
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max([peak] + [lane["in_flight"] for lane in pool.lanes])
+            await asyncio.sleep(0.002)
+
+    try:
+        watcher = asyncio.create_task(watch())
+        strategies = [make_strategy("best-of-n:n=3")]
+        records = await run_bench(problems, strategies, pool, log, dataset="toy",
+                                  verifiers=Verifiers(selection="none"), concurrency=6)  # fmt: skip
+        watcher.cancel()
+        assert len(records) == 6 and all(r.correct and r.error is None for r in records)
+        assert peak == 2  # 18 generations wanted at once; each actor held 2
+        again = await run_bench(problems, strategies, pool, log, dataset="toy",
+                                verifiers=Verifiers(selection="none"))  # fmt: skip
+        assert again == [] and len(log.read()) == 6
+    finally:
+        await pool.close()
+
+
+def test_cli_shows_actors_and_runs_from_a_cluster_file(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    from threadloom.cli import app
+
+    path = tmp_path / "cluster.yaml"
+    path.write_text(
+        f"ray: {{namespace: {NAMESPACE}}}\n"
+        "pools:\n  gen:\n    kind: 'fake:The answer is 7'\n    replicas: 2\n"
+        "    resources: {num_cpus: 0.25}\n"
+    )
+    runner = CliRunner()
+    shown = runner.invoke(
+        app, ["workers", "--ray-address", cluster["address"], "--workers", str(path)]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "every pool fits" in shown.output and "nodes" in shown.output
+    ran = runner.invoke(app, ["run", "q", "--workers", str(path), "-n", "3", "--json"])
+    assert ran.exit_code == 0, ran.output
+    payload = json.loads(ran.output[ran.output.index("{") :])
+    assert payload["answer"] == "7" and len(payload["candidates"]) == 3
+    assert ray.is_initialized()  # the run joined the test's Ray; it did not shut it down
+    assert not [a for a in ray.util.list_named_actors(True) if a["namespace"] == NAMESPACE]
+
+
+async def test_embedded_model_in_an_actor(cluster: dict[str, str]) -> None:
+    pool = RayPool(
+        "llamacpp",
+        resources={"num_cpus": 1, "custom": {"edge_node": 1}},
+        options={"n_ctx": 1024, "n_slots": 4},
+    )
+    try:
+        deltas = []
+        request = chat(max_tokens=12, temperature=0.0)
+        async for delta in pool.stream(request):
+            deltas.append(delta)
+        final = deltas[-1].completion
+        assert final is not None and final.text.strip()
+        assert final.usage.completion_tokens > 0 and len(deltas) > 2
+        (entry,) = await pool.describe()
+        assert entry["node_id"] == cluster["edge"]
+        assert "SmolLM2" in entry["capabilities"]["model"]
+        assert pool.capabilities.prefix_caching
+    finally:
+        await pool.close()
+
+
+async def test_tensor_parallel_pool_gets_a_placement_group(cluster: dict[str, str]) -> None:
+    def build() -> Any:
+        from threadloom.workers.fake import FakeWorker
+
+        return FakeWorker(["sharded"])
+
+    pool = RayPool("fake", resources={"num_cpus": 0.25}, tensor_parallel_size=2, factory=build)
+    try:
+        assert (await pool.generate(chat())).text == "sharded"
+        (entry,) = await pool.describe()
+        assert entry["placement_group"]
+    finally:
+        await pool.close()
+    # the fake worker takes no tensor_parallel_size: a start-up error, named, not a hang
+    broken = RayPool("fake", resources={"num_cpus": 0.25}, tensor_parallel_size=2)
+    with pytest.raises(ConfigError, match="could not start"):
+        await broken.wait_ready()
+    await broken.close()
