@@ -1,11 +1,13 @@
 """WorkerHost: the body of a Ray actor that holds one Worker and serves it to a RayPool.
 
-Streaming across the actor boundary works by polling: `open` starts the request in a task
-that drains the worker's stream into a per-request feed and returns the first chunk; `poll`
-returns every delta decoded since the last call, waiting up to `wait_s` when there is none
-(an empty chunk is a heartbeat). One round trip carries as many deltas as were decoded in
-between, so a slow consumer costs fewer calls, not more. `abort` stops a request on the
-worker (its feed then ends with finish_reason "abort"); `release` also forgets its feed.
+Streaming across the actor boundary works by polling in chunks. `open` starts a request in a
+task that drains the worker's stream into a per-request feed, and answers with the first
+chunk (a short reply comes back whole in that one round trip). After that the pool polls
+all of an actor's running requests with one `poll` call: it waits until any of them has news
+(an empty answer is a heartbeat) and returns every delta decoded since the last call. A
+batched engine decodes a token for each sequence per step, so one round trip per step serves
+them all, however many requests are running. `abort` stops a request on the worker (its feed
+then ends with finish_reason "abort"); `release` also forgets its feed.
 
 The class is plain Python; `RayPool` wraps it with `ray.remote` and the actor's resources.
 """
@@ -81,6 +83,8 @@ class WorkerHost:
 
             self._worker = make_worker(spec, worker_id=worker_id, **options)
         self._feeds: dict[str, _Feed] = {}
+        self._activity = asyncio.Event()
+        """Set (and replaced) whenever any request has news."""
         self._started = time.time()
         self.served = 0
         self.completion_tokens = 0
@@ -90,7 +94,8 @@ class WorkerHost:
     # ----- streaming ------------------------------------------------------------------------
 
     async def open(self, request: GenerationRequest, wait_s: float, linger_s: float = 0.0) -> Chunk:
-        """Start a request and return its first chunk (waiting up to `wait_s` for it)."""
+        """Start a request and return its first chunk (waiting up to `wait_s` for it; then up
+        to `linger_s` for the request to finish, so a short reply takes one round trip)."""
         rid = request.request_id
         old = self._feeds.pop(rid, None)
         if old is not None and not old.done:
@@ -98,21 +103,66 @@ class WorkerHost:
         feed = _Feed(request)
         self._feeds[rid] = feed
         feed.task = asyncio.create_task(self._produce(feed))
-        return await self._drain(rid, feed, wait_s, linger_s)
+        if not feed.texts and not feed.done:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(feed.wake.wait(), wait_s)
+        if feed.texts and not feed.done and linger_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(feed.finished.wait(), linger_s)
+        chunk = self._take(rid)
+        if isinstance(chunk, BaseException):
+            raise chunk
+        return chunk
 
-    async def poll(self, request_id: str, wait_s: float, linger_s: float = 0.0) -> Chunk:
-        """Deltas decoded since the last call; the final chunk carries the Completion.
+    async def poll(
+        self, request_ids: list[str], wait_s: float, linger_s: float = 0.0
+    ) -> dict[str, Chunk | BaseException]:
+        """New deltas of several requests in one round trip.
 
-        Raises:
-            WorkerUnavailable: The request is unknown here (the actor restarted and lost it).
+        Waits up to `wait_s` until one of them has news (an empty answer is a heartbeat), then
+        `linger_s` more so that the other sequences of the same batched step come along.
+        A request's entry is its chunk, or the error that ended it (a request unknown here,
+        because the actor restarted and lost it, gets WorkerUnavailable).
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            activity = self._activity  # taken before the check, so no news is missed
+            if any(self._has_news(rid) for rid in request_ids):
+                break
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return {}
+            try:
+                await asyncio.wait_for(activity.wait(), remaining)
+            except TimeoutError:
+                return {}
+        if linger_s > 0:
+            await asyncio.sleep(linger_s)
+        return {rid: self._take(rid) for rid in request_ids if self._has_news(rid)}
+
+    def _has_news(self, request_id: str) -> bool:
+        feed = self._feeds.get(request_id)
+        return feed is None or bool(feed.texts) or feed.done
+
+    def _take(self, request_id: str) -> Chunk | BaseException:
+        """Hand over a request's new deltas (and its end, once it ended)."""
         feed = self._feeds.get(request_id)
         if feed is None:
-            raise WorkerUnavailable(
+            return WorkerUnavailable(
                 f"request {request_id} is unknown on {self.worker_id} (the actor restarted); "
                 "the pool retries it on another worker"
             )
-        return await self._drain(request_id, feed, wait_s, linger_s)
+        feed.wake.clear()
+        texts, feed.texts = feed.texts, []
+        if not feed.done:
+            return texts, None
+        if feed.error is not None and texts:
+            return texts, None  # hand over what was decoded; the next call reports the error
+        del self._feeds[request_id]
+        if feed.error is not None:
+            return feed.error
+        return texts, feed.completion
 
     async def _produce(self, feed: _Feed) -> None:
         rid = feed.request.request_id
@@ -131,33 +181,19 @@ class WorkerHost:
                 if delta.completion is not None:
                     self._count(delta.completion)
                     feed.completion = delta.completion
-                feed.wake.set()
+                self._wake(feed)
         except Exception as exc:  # handed to the pool, which decides whether to retry
             feed.error = exc
         finally:
             if not feed.done:
                 feed.error = WorkerUnavailable(f"{self.worker_id} stopped the request early")
-            feed.wake.set()
+            self._wake(feed)
             feed.finished.set()
 
-    async def _drain(self, request_id: str, feed: _Feed, wait_s: float, linger_s: float) -> Chunk:
-        if not feed.texts and not feed.done:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(feed.wake.wait(), wait_s)
-        if feed.texts and not feed.done and linger_s > 0:
-            # a short reply may finish in a moment: then one round trip carries all of it
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(feed.finished.wait(), linger_s)
-        feed.wake.clear()
-        texts, feed.texts = feed.texts, []
-        if not feed.done:
-            return texts, None
-        if feed.error is not None and texts:
-            return texts, None  # hand over what was decoded; the next poll raises
-        self._feeds.pop(request_id, None)
-        if feed.error is not None:
-            raise feed.error
-        return texts, feed.completion
+    def _wake(self, feed: _Feed) -> None:
+        feed.wake.set()
+        self._activity.set()
+        self._activity = asyncio.Event()
 
     def _count(self, completion: Completion) -> None:
         self.served += 1

@@ -48,6 +48,9 @@ class Lane:
     """max_tokens of the requests routed here and not finished (the load estimate)."""
     info: dict[str, Any] = field(default_factory=dict)
     startup: asyncio.Task[None] | None = None
+    inboxes: dict[str, asyncio.Queue[Any]] = field(default_factory=dict)
+    """Running requests polled together, each with the queue its chunks are delivered to."""
+    poller: asyncio.Task[None] | None = None
 
 
 class Lanes:
@@ -209,7 +212,47 @@ class Lanes:
     async def close(self) -> None:
         for task in list(self._watchers):
             task.cancel()
+        for lane in self.members:
+            if lane.poller is not None:
+                lane.poller.cancel()
         await asyncio.gather(*(self.retire(lane) for lane in list(self.members)))
+
+    # ----- polling ------------------------------------------------------------------------
+
+    def subscribe(self, lane: Lane, request_id: str) -> asyncio.Queue[Any]:
+        """Have a running request polled with the lane's others; its chunks (or the error that
+        ended it) arrive on the returned queue."""
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+        lane.inboxes[request_id] = inbox
+        if lane.poller is None or lane.poller.done():
+            lane.poller = asyncio.create_task(self._poll(lane))
+        return inbox
+
+    def unsubscribe(self, lane: Lane, request_id: str) -> None:
+        lane.inboxes.pop(request_id, None)
+
+    async def _poll(self, lane: Lane) -> None:
+        """One round trip at a time for all of a lane's running requests, while there are any."""
+        failover = self.failover
+        limit = failover.poll_wait_s + failover.call_timeout_s
+        while lane.inboxes:
+            ids = list(lane.inboxes)
+            call = lane.actor.poll.remote(ids, failover.poll_wait_s, failover.linger_s)
+            try:
+                news = await asyncio.wait_for(call, limit)
+            except (RayError, TimeoutError) as exc:
+                # the actor died or stopped answering: every request on it fails over
+                for waiting in lane.inboxes.values():
+                    waiting.put_nowait(exc)
+                lane.inboxes.clear()
+                return
+            for request_id, item in news.items():
+                inbox = lane.inboxes.get(request_id)
+                if inbox is None:
+                    continue  # its consumer went away meanwhile
+                inbox.put_nowait(item)
+                if isinstance(item, BaseException) or item[1] is not None:
+                    del lane.inboxes[request_id]
 
     # ----- load -----------------------------------------------------------------------------
 

@@ -67,6 +67,8 @@ class _Attempt:
     resumed_at: int = 0
     """Deltas streamed before the current attempt (its completion covers only the rest)."""
     failed: list[str] = field(default_factory=list)
+    inbox: asyncio.Queue[Any] | None = None
+    """Where the lane's poller delivers this request's chunks once it is open."""
 
     def now(self) -> GenerationRequest:
         """The request for the next attempt: the original, or a resumption of streamed text."""
@@ -255,15 +257,17 @@ class RayPool:
     def _release(self, attempt: _Attempt) -> Lane | None:
         lane, attempt.lane = attempt.lane, None
         if lane is not None:
+            self._lanes.unsubscribe(lane, attempt.request.request_id)
             self._lanes.release(lane, attempt.tokens)
-            attempt.tokens = 0
+            attempt.tokens, attempt.inbox = 0, None
         return lane
 
     async def _next_chunk(self, attempt: _Attempt) -> tuple[list[str], Completion | None]:
-        """One round trip: open the request on a lane (after a failure, a new one) or poll it."""
+        """The request's next chunk: opened on a lane (after a failure, another one), then
+        delivered by the lane's poller."""
         lane = attempt.lane
         rid = attempt.request.request_id
-        wait_s, linger_s = self.failover.poll_wait_s, self.failover.linger_s
+        item: Any
         if lane is None:
             if attempt.exhausted:
                 return [], attempt.local("length", attempt.failed[-1])
@@ -274,29 +278,39 @@ class RayPool:
             if lane is None:
                 return [], attempt.local("abort", self.worker_id)
             attempt.lane, attempt.tokens = lane, tokens
+            wait_s, linger_s = self.failover.poll_wait_s, self.failover.linger_s
             call = lane.actor.open.remote(attempt.now(), wait_s, linger_s)
+            try:
+                item = await asyncio.wait_for(call, wait_s + self.failover.call_timeout_s)
+            except (RayError, TimeoutError) as exc:
+                item = exc
         else:
-            call = lane.actor.poll.remote(rid, wait_s, linger_s)
-        try:
-            chunk: tuple[list[str], Completion | None]
-            chunk = await asyncio.wait_for(call, wait_s + self.failover.call_timeout_s)
-        except RayTaskError as exc:
-            cause = exc.cause
-            if isinstance(cause, WorkerUnavailable | WorkerDead):
-                self._failed(attempt, lane, cause, suspect=isinstance(cause, WorkerDead))
+            assert attempt.inbox is not None
+            item = await attempt.inbox.get()
+        if isinstance(item, BaseException):
+            self._attempt_failed(attempt, lane, item)
+        if item[1] is not None:
             self._release(attempt)
-            if isinstance(cause, ThreadloomError):
-                raise cause from None
-            raise WorkerError(f"{lane.name} failed on {rid}: {first_line(exc)}") from None
-        except RayActorError as exc:
-            self._failed(attempt, lane, exc, suspect=True)
-        except TimeoutError:
+        elif attempt.inbox is None:
+            attempt.inbox = self._lanes.subscribe(lane, rid)
+        return item  # type: ignore[no-any-return]
+
+    def _attempt_failed(self, attempt: _Attempt, lane: Lane, exc: BaseException) -> None:
+        """Sort out why an attempt failed: retry elsewhere, or raise the caller's error."""
+        rid = attempt.request.request_id
+        if isinstance(exc, RayTaskError) and exc.cause is not None:
+            exc = exc.cause
+        if isinstance(exc, TimeoutError):
             lane.actor.release.remote(rid)  # it may be alive but stuck
-            reason = TimeoutError(f"no answer within {self.failover.call_timeout_s:g} s")
-            self._failed(attempt, lane, reason, suspect=True)
-        if chunk[1] is not None:
-            self._release(attempt)
-        return chunk
+            exc = TimeoutError(f"no answer within {self.failover.call_timeout_s:g} s")
+        if isinstance(exc, RayActorError | TimeoutError | WorkerDead):
+            self._failed(attempt, lane, exc, suspect=True)
+        if isinstance(exc, WorkerUnavailable):
+            self._failed(attempt, lane, exc, suspect=False)
+        self._release(attempt)
+        if isinstance(exc, ThreadloomError):
+            raise exc
+        raise WorkerError(f"{lane.name} failed on {rid}: {first_line(exc)}") from exc
 
     def _failed(self, attempt: _Attempt, lane: Lane, exc: BaseException, *, suspect: bool) -> None:
         """Book an attempt's failure and raise what makes tenacity retry it (or give up)."""
