@@ -168,6 +168,31 @@ async def test_actors_land_on_their_nodes_and_best_of_n_spans_both(
     assert not [a for a in ray.util.list_named_actors(True) if a["namespace"] == NAMESPACE]
 
 
+async def test_generator_and_reward_pools_scale_independently(cluster: dict[str, str]) -> None:
+    from threadloom.workers.cluster_config import load_cluster_config
+
+    small = {"num_cpus": 0.25}
+    config = {
+        "ray": {"namespace": NAMESPACE},
+        "pools": {
+            "gen": {"kind": "fake:a b", "resources": small},
+            "prm": {"role": "reward", "kind": "fake:0.5", "replicas": 2, "resources": small},
+        },
+    }
+    pools = RayCluster(load_cluster_config(config))
+    try:
+        await pools.wait_ready()
+        await pools.generator.scale(3)
+        await pools.reward.scale(1)
+        assert len(pools.generator.lanes) == 3 and len(pools.reward.lanes) == 1
+        done = await asyncio.gather(*(pools.generate(chat()) for _ in range(9)))
+        assert len({c.worker_id for c in done}) == 3  # least-loaded spreads over all three
+        await pools.generator.scale(1)
+        assert [lane["state"] for lane in pools.generator.lanes] == ["ready"]
+    finally:
+        await pools.close()
+
+
 async def test_resources_are_checked_before_placing(cluster: dict[str, str]) -> None:
     started = time.perf_counter()
     with pytest.raises(ConfigError, match="no node has that much"):

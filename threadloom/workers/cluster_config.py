@@ -30,6 +30,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from threadloom.errors import ConfigError
 
+__all__ = [
+    "ClusterConfig",
+    "FailoverSpec",
+    "PoolSpec",
+    "RaySpec",
+    "ResourceSpec",
+    "RoutingSpec",
+    "load_cluster_config",
+    "placement_problems",
+]
+
 PoolRole = Literal["generator", "reward"]
 
 

@@ -30,6 +30,8 @@ from threadloom.workers.base import Worker
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["Chunk", "WorkerHost"]
+
 Chunk = tuple[list[str], Completion | None]
 """(text deltas in order, the final Completion once the request is done)."""
 

@@ -30,6 +30,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["Lane", "Lanes", "first_line"]
+
 LIVE = ("starting", "ready", "suspect")
 
 

@@ -51,6 +51,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["RayPool"]
+
 
 class _Failover(WorkerUnavailable):
     """An attempt failed on one actor; tenacity retries the request on another."""
@@ -89,6 +91,8 @@ class _Attempt:
         return bool(self.texts) and len(self.texts) >= self.request.params.max_tokens
 
     def finish(self, completion: Completion) -> Completion:
+        """The request's completion: after a failover, the streamed text plus the last
+        attempt's (its logprobs, if any, cover only the part that attempt decoded)."""
         if not self.failed:
             return completion
         before = self.texts[: self.resumed_at]
@@ -338,6 +342,7 @@ class RayPool:
         lane = attempt.lane
         if lane is None:
             self._aborted.add(request_id)  # waiting for a slot, or between attempts
+            self._lanes.notify()
             return True
         try:
             call = lane.actor.abort.remote(request_id)

@@ -6,6 +6,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
+__all__ = ["Load", "Router"]
+
 
 class Load(Protocol):
     """What the router reads from a lane (one worker behind a pool)."""
