@@ -92,6 +92,13 @@ async def test_a_pool_that_started_ray_leaves_no_process_behind() -> None:
     assert not wait_gone(pids, timeout_s=20), "Ray processes left behind"
 
 
+def test_an_unreachable_address_fails_fast() -> None:
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="nothing answers at Ray address"):
+        RayPool("fake", address="127.0.0.1:1")
+    assert time.perf_counter() - started < 10 and not ray.is_initialized()
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict[str, str]]:
     """Two nodes: 'head' (2 CPUs, slot, head_node) and 'edge' (2 CPUs, slot, edge_node)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from functools import cache
 from pathlib import Path
@@ -57,6 +58,8 @@ def connect(
     if ray.is_initialized():
         return False
     target = address or os.environ.get("RAY_ADDRESS") or None
+    if target:
+        _probe(target)
     try:
         if target:
             ray.init(address=target, namespace=namespace, log_to_driver=True)
@@ -72,6 +75,22 @@ def connect(
             "to start a local cluster"
         ) from None
     return True
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when nothing listens at an explicit address (Ray itself retries for minutes)."""
+    host_port = address.removeprefix("ray://").removeprefix("http://").rstrip("/")
+    host, _, port = host_port.rpartition(":")
+    if address in ("auto", "local") or not host or not port.isdigit():
+        return  # Ray resolves these itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"nothing answers at Ray address {address!r} ({exc}). Start the head node with "
+            "`ray start --head`, check the host and port (6379 by default; ray:// uses 10001), "
+            "or leave the address out to start a local cluster"
+        ) from None
 
 
 def shutdown() -> None:
