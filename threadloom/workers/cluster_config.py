@@ -270,10 +270,11 @@ def placement_problems(
         node = next((n for n in free if _fits(demand, n)), None)
         if node is None:
             needed = _sum(d for _, d in replicas)
+            have = {k: v for k, v in _sum(nodes).items() if k in needed}
             problems.append(
                 f"pool {name!r}: the cluster cannot hold every replica at once (all pools need "
-                f"{_fmt(needed)}, the nodes have {_fmt(_sum(nodes))}); lower replicas or "
-                "resources, or add nodes"
+                f"{_fmt(needed)}, the nodes have {_fmt(have)}); lower replicas or resources, "
+                "or add nodes"
             )
             break
         for key, amount in demand.items():
