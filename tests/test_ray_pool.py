@@ -18,7 +18,7 @@ from ray.cluster_utils import Cluster
 from typer.testing import CliRunner
 
 from threadloom import GenerationRequest, Problem, SamplingParams, WorkerUnavailable, arun
-from threadloom.errors import ConfigError
+from threadloom.errors import ConfigError, WorkerDead
 from threadloom.evaluation.bench import Verifiers, run_bench
 from threadloom.evaluation.records import ResultLog
 from threadloom.orchestrator.context import RunContext
@@ -361,6 +361,12 @@ async def test_streaming_and_abort_cross_the_actor_boundary(cluster: dict[str, s
         await asyncio.sleep(0.3)
         (entry,) = await pool.describe()
         assert entry["in_flight"] == 0 and entry["routed_in_flight"] == 0
+        # closing the pool ends what still runs with WorkerDead instead of leaving it hanging
+        task = asyncio.create_task(pool.generate(chat(max_tokens=300)))
+        await asyncio.sleep(0.5)
+        await pool.close()
+        with pytest.raises(WorkerDead, match="was closed"):
+            await asyncio.wait_for(task, 10)
     finally:
         await pool.close()
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from threadloom.errors import ConfigError, MissingDependencyError, WorkerUnavailable
+from threadloom.errors import ConfigError, MissingDependencyError, WorkerDead, WorkerUnavailable
 from threadloom.workers.base import Worker, WorkerCapabilities
 from threadloom.workers.cluster_config import FailoverSpec, PoolSpec, RoutingSpec
 from threadloom.workers.ray_cluster import (
@@ -167,6 +167,11 @@ class Lanes:
     async def retire(self, lane: Lane) -> None:
         """Close the worker, kill the actor and drop the lane."""
         lane.state = "dead"
+        if lane.poller is not None:
+            lane.poller.cancel()
+        for inbox in lane.inboxes.values():  # requests still running end now, with an error
+            inbox.put_nowait(WorkerDead(f"actor {lane.name} of pool {self.pool!r} was stopped"))
+        lane.inboxes.clear()
         with contextlib.suppress(RayError, TimeoutError):
             await asyncio.wait_for(lane.actor.close.remote(), 5.0)
         kill_actor(lane.actor, lane.group)
@@ -214,9 +219,6 @@ class Lanes:
     async def close(self) -> None:
         for task in list(self._watchers):
             task.cancel()
-        for lane in self.members:
-            if lane.poller is not None:
-                lane.poller.cancel()
         await asyncio.gather(*(self.retire(lane) for lane in list(self.members)))
 
     # ----- polling ------------------------------------------------------------------------

@@ -302,6 +302,9 @@ class RayPool:
     def _attempt_failed(self, attempt: _Attempt, lane: Lane, exc: BaseException) -> None:
         """Sort out why an attempt failed: retry elsewhere, or raise the caller's error."""
         rid = attempt.request.request_id
+        if self._closed:
+            self._release(attempt)
+            raise WorkerDead(f"pool {self.name!r} was closed while request {rid} ran") from None
         if isinstance(exc, RayTaskError) and exc.cause is not None:
             exc = exc.cause
         if isinstance(exc, TimeoutError):
