@@ -225,6 +225,8 @@ class Usage(BaseModel):
     cached_prompt_tokens: int = 0
     completion_tokens: int = 0
     verifier_calls: int = 0
+    verifier_tokens: int = 0
+    """Tokens a model-based verifier (a process reward model) read; not generator tokens."""
     aborted_generations: int = 0
     drafted_tokens: int = 0
     accepted_tokens: int = 0

@@ -96,10 +96,11 @@ class BudgetTracker:
             tracker.usage.add_completion(completion)
             tracker = tracker.parent
 
-    def record_verifier_call(self) -> None:
+    def record_verifier_call(self, calls: int = 1, tokens: int = 0) -> None:
         tracker: BudgetTracker | None = self
         while tracker is not None:
-            tracker.usage.verifier_calls += 1
+            tracker.usage.verifier_calls += calls
+            tracker.usage.verifier_tokens += tokens
             tracker = tracker.parent
 
     def _token_limit_name(self) -> str:

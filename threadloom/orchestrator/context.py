@@ -52,6 +52,11 @@ class RunContext:
         self.problem = problem
         self.pool = pool
         self.verifiers: dict[str, Verifier] = dict(verifiers or {})
+        for judge in self.verifiers.values():
+            # model-based verifiers (process reward models) judge with the run's worker
+            attach = getattr(judge, "attach", None)
+            if callable(attach):
+                attach(pool)
         if default_verifier is not None and default_verifier not in self.verifiers:
             raise ConfigError(f"default verifier {default_verifier!r} is not among the verifiers")
         self.default_verifier = default_verifier

@@ -1,0 +1,190 @@
+"""Process reward models served by vLLM's pooling runner, in-process or over HTTP.
+
+Two common PRM formats:
+
+- ``qwen``: Qwen2.5-Math-PRM. The assistant turn holds the steps, each followed by the special
+  token ``<extra_0>``; the pooler returns, for every ``<extra_0>`` position, the two-class
+  probabilities [p(incorrect), p(correct)]. A step's score is p(correct).
+- ``shepherd``: Math-Shepherd. The question and steps are plain text, each step ending with the
+  tag `` ки``; the pooler returns, at each tag position, probabilities over the two label
+  tokens [p('+'), p('-')]. A step's score is p('+') / (p('+') + p('-')).
+
+Request building and response parsing are pure functions, so they are tested without a GPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from threadloom.errors import ConfigError, MissingDependencyError, VerifierError
+from threadloom.types import Candidate, Problem, Score
+from threadloom.verifiers.base import StepAggregation, aggregate_steps
+from threadloom.verifiers.prm import split_steps
+
+PRMFormat = Literal["qwen", "shepherd"]
+
+QWEN_STEP_TOKEN = "<extra_0>"
+QWEN_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+SHEPHERD_TAG = " ки"
+
+
+def build_prm_input(fmt: PRMFormat, question: str, steps: list[str]) -> str:
+    """The text a PRM of this format scores (chat markup included for Qwen)."""
+    if not steps:
+        raise ConfigError("a process reward model needs at least one step to score")
+    cleaned = [" ".join(step.split()) for step in steps]
+    if fmt == "qwen":
+        body = "".join(f"{step}{QWEN_STEP_TOKEN}" for step in cleaned)
+        return (
+            f"<|im_start|>system\n{QWEN_SYSTEM}<|im_end|>\n"
+            f"<|im_start|>user\n{question}<|im_end|>\n"
+            f"<|im_start|>assistant\n{body}<|im_end|><|endoftext|>"
+        )
+    if fmt == "shepherd":
+        return f"{question} " + "\n".join(f"{step}{SHEPHERD_TAG}" for step in cleaned)
+    raise ConfigError(f"unknown PRM format {fmt!r}; use 'qwen' or 'shepherd'")
+
+
+def parse_step_probabilities(fmt: PRMFormat, rows: Any, steps: int) -> list[float]:
+    """Step scores from the pooler's per-step rows (one [a, b] pair per step marker).
+
+    Raises:
+        VerifierError: when the rows do not have one pair per step.
+    """
+    if not isinstance(rows, list) or len(rows) != steps:
+        count = len(rows) if isinstance(rows, list) else type(rows).__name__
+        raise VerifierError(
+            f"the PRM returned {count} step rows for {steps} steps; check that the model's "
+            f"format matches {fmt!r} and that step markers are not split by the tokenizer"
+        )
+    scores = []
+    for row in rows:
+        if not isinstance(row, list) or len(row) != 2:
+            raise VerifierError(f"expected a pair of probabilities per step, got {row!r}")
+        first, second = float(row[0]), float(row[1])
+        if fmt == "qwen":
+            scores.append(second)
+        else:
+            total = first + second
+            scores.append(first / total if total > 0 else 0.0)
+    return scores
+
+
+def pooling_rows(response: dict[str, Any]) -> Any:
+    """The per-step rows of a vLLM server's /pooling response (first input)."""
+    try:
+        return response["data"][0]["data"]
+    except (KeyError, IndexError, TypeError):
+        raise VerifierError(
+            f"unexpected /pooling response shape: {str(response)[:200]}; expected "
+            "{'data': [{'data': [[p, q], ...]}]}"
+        ) from None
+
+
+class _PRMBase:
+    fmt: PRMFormat
+    aggregation: StepAggregation
+    delimiter: str
+    name: str
+
+    async def _rows(self, text: str) -> Any:
+        raise NotImplementedError  # abstract
+
+    async def score_steps(self, problem: Problem, steps: list[str]) -> list[float]:
+        question = problem.prompt or problem.chat()[-1].content
+        rows = await self._rows(build_prm_input(self.fmt, question, steps))
+        return parse_step_probabilities(self.fmt, rows, len(steps))
+
+    async def score(self, problem: Problem, candidate: Candidate) -> Score:
+        steps = candidate.steps or split_steps(candidate.text, self.delimiter)
+        if not steps:
+            return Score(value=0.0, passed=False, detail="no steps to judge")
+        scores = await self.score_steps(problem, steps)
+        return Score(value=aggregate_steps(scores, self.aggregation),
+                     detail=f"{self.aggregation} of {len(scores)} step scores")
+
+
+class HTTPProcessRewardModel(_PRMBase):
+    """A PRM behind a vLLM server's pooling endpoint (`vllm serve MODEL --task reward`).
+
+    Args:
+        base_url: Server root, e.g. http://127.0.0.1:8000.
+        model: Model name the server serves.
+        fmt: "qwen" (Qwen2.5-Math-PRM) or "shepherd" (Math-Shepherd).
+        timeout_s: Per-request timeout.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        fmt: PRMFormat = "qwen",
+        aggregation: StepAggregation = "min",
+        delimiter: str = "\n\n",
+        timeout_s: float = 60.0,
+        name: str = "vllm-prm",
+    ) -> None:
+        import httpx
+
+        self.url = base_url.rstrip("/") + "/pooling"
+        self.model = model
+        self.fmt = fmt
+        self.aggregation = aggregation
+        self.delimiter = delimiter
+        self.name = name
+        self._client = httpx.AsyncClient(timeout=timeout_s)
+
+    async def _rows(self, text: str) -> Any:
+        import httpx
+
+        try:
+            response = await self._client.post(self.url, json={"model": self.model, "input": text})
+        except httpx.HTTPError as exc:
+            raise VerifierError(f"PRM server at {self.url} unreachable: {exc}") from exc
+        if response.status_code != 200:
+            raise VerifierError(
+                f"PRM server answered {response.status_code}: {response.text[:200]}"
+            )
+        return pooling_rows(response.json())
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class VLLMProcessRewardModel(_PRMBase):
+    """A PRM hosted in this process by vLLM's pooling runner (needs the [vllm] extra).
+
+    Args:
+        model: Hugging Face id or local folder of the PRM.
+        fmt: "qwen" or "shepherd".
+        engine_args: Extra vLLM engine arguments (dtype, max_model_len, ...).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        fmt: PRMFormat = "qwen",
+        aggregation: StepAggregation = "min",
+        delimiter: str = "\n\n",
+        engine_args: dict[str, Any] | None = None,
+        name: str = "vllm-prm",
+    ) -> None:
+        try:
+            import vllm
+        except ImportError:
+            raise MissingDependencyError.for_extra("vllm", "vllm", "VLLMProcessRewardModel") from None
+        self.fmt = fmt
+        self.aggregation = aggregation
+        self.delimiter = delimiter
+        self.name = name
+        self._llm = vllm.LLM(model=model, runner="pooling", **(engine_args or {}))
+        self._lock = asyncio.Lock()
+
+    async def _rows(self, text: str) -> Any:
+        async with self._lock:  # the offline engine runs one batch at a time
+            outputs = await asyncio.to_thread(self._llm.encode, [text], pooling_task="token_classify")
+        data = outputs[0].outputs.data
+        return data.tolist() if hasattr(data, "tolist") else data
