@@ -9,9 +9,10 @@ import pytest
 import threadloom as tl
 from threadloom import FakeWorker, Problem
 from threadloom.strategies.registry import make_strategy
-from threadloom.strategies.skeleton import parse_skeleton, yes_probability
+from threadloom.strategies.skeleton import parse_skeleton
 from threadloom.strategies.threads import parse_outlines
 from threadloom.types import Completion, GenerationRequest, TokenLogprob
+from threadloom.verifiers.prm import yes_no_probability as yes_probability
 from threadloom.workers.base import StreamDelta
 
 Q = Problem(prompt="What is 6 * 7?", answer_format="number")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -12,6 +11,7 @@ from pydantic import Field
 from threadloom.strategies.base import Strategy
 from threadloom.strategies.registry import StrategyField
 from threadloom.types import Candidate, Problem
+from threadloom.verifiers.prm import yes_no_probability
 
 if TYPE_CHECKING:
     from threadloom.orchestrator.context import RunContext
@@ -55,18 +55,6 @@ def parse_skeleton(text: str, max_points: int = 10) -> list[str]:
         if point and point.lower() not in {c.lower() for c in cleaned}:
             cleaned.append(point)
     return cleaned[:max_points]
-
-
-def yes_probability(top: dict[str, float], floor: float = 1e-4) -> float:
-    """p(Yes) / (p(Yes) + p(No)) from one position's top log-probabilities.
-
-    Token variants (' Yes', 'yes', 'YES', ...) are summed; a side missing from the top
-    alternatives gets `floor` probability.
-    """
-    yes = sum(math.exp(lp) for t, lp in top.items() if t.strip().lower() == "yes")
-    no = sum(math.exp(lp) for t, lp in top.items() if t.strip().lower() == "no")
-    yes, no = max(yes, floor), max(no, floor)
-    return yes / (yes + no)
 
 
 class SkeletonOfThought(Strategy):
@@ -163,7 +151,7 @@ class SkeletonOfThought(Strategy):
         request = router.request(max_tokens=1, temperature=0.0, logprobs=20)
         completion, node = await router.generate(request, label="router")
         top = completion.logprobs[0].top if completion.logprobs else {}
-        p_yes = yes_probability(top)
+        p_yes = yes_no_probability(top)
         ctx.trace.update(node, p_yes=round(p_yes, 4))
         return p_yes >= 0.5
 

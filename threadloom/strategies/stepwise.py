@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -13,6 +13,7 @@ from threadloom.types import Candidate
 from threadloom.verifiers.base import StepAggregation, aggregate_steps
 from threadloom.verifiers.extract import extract_answer_line, extract_boxed
 from threadloom.verifiers.registry import make_verifier
+from threadloom.verifiers.voting import vote
 
 if TYPE_CHECKING:
     from threadloom.orchestrator.context import RunContext
@@ -63,6 +64,11 @@ class StepSearch(Strategy):
     """Steps at most per solution."""
     step_prompt: bool = True
     """Add a system prompt asking for blank-line separated steps and an 'Answer:' line."""
+    select: Literal["best", "weighted-vote"] = "best"
+    """Final pick: the highest aggregated PRM score, or a vote over answers weighted by it."""
+    outcome_verifier: str | None = None
+    """A verifier scoring complete solutions (an outcome reward); it ranks them before the
+    PRM score does."""
 
     def scope(self, ctx: RunContext) -> RunContext:
         if not self.step_prompt:
@@ -113,14 +119,17 @@ class StepSearch(Strategy):
         if not partial.steps or len(partial.scores) == len(partial.steps):
             return partial
         judge = self.judge(ctx)
-        ctx.budget.check_verifier_call()
+        try:
+            ctx.budget.check_verifier_call()
+        except BudgetExhausted:
+            return partial  # left unscored: its value counts the steps judged so far
         counted = getattr(judge, "score_steps_counted", None)
         if callable(counted):
             result = await counted(ctx.problem, partial.steps)
             scores, calls, tokens = result.scores, result.calls, result.tokens
         else:
             scores = await judge.score_steps(ctx.problem, partial.steps)
-            calls, tokens = len(partial.steps) - len(partial.scores), 0
+            calls, tokens = 1, 0  # one request scores every step
         ctx.budget.record_verifier_call(calls, tokens)
         partial.scores = list(scores)
         if partial.node_id:
@@ -131,12 +140,23 @@ class StepSearch(Strategy):
 
     async def step_and_score(self, ctx: RunContext, partial: Partial, *,
                              key: str | None = None, label: str = "step") -> Partial | None:
-        """Extend then score; None when a budget refuses the work."""
+        """Extend then score; None when a budget refuses the generation."""
         try:
             child = await self.extend(ctx, partial, key=key, label=label)
-            return await self.score(ctx, child)
         except BudgetExhausted:
             return None
+        return await self.score(ctx, child)
+
+    def spent(self, ctx: RunContext) -> bool:
+        """Whether the search must stop: cancelled, or a generator or PRM budget ran out."""
+        if ctx.cancelled or ctx.truncated:
+            return True
+        try:
+            ctx.budget.check()
+            ctx.budget.check_verifier_call()
+        except BudgetExhausted:
+            return True
+        return False
 
     def to_candidate(self, ctx: RunContext, partial: Partial) -> Candidate:
         candidate = ctx.candidate_from_text(partial.text.strip(), partial.node_id,
@@ -147,7 +167,32 @@ class StepSearch(Strategy):
                                   prm_score=partial.value(self.aggregation))
         return candidate
 
-    def ranked(self, ctx: RunContext, partials: list[Partial]) -> list[Candidate]:
-        """Candidates best first: complete before incomplete, then by aggregated score."""
-        order = sorted(partials, key=lambda p: (not p.complete, -p.value(self.aggregation)))
-        return [self.to_candidate(ctx, p) for p in order]
+    async def finish(self, ctx: RunContext, partials: list[Partial]) -> list[Candidate]:
+        """Candidates best first: complete before incomplete, then by outcome score (when an
+        outcome verifier is set), then by aggregated PRM score; or by weighted vote."""
+        unique = list({id(p): p for p in partials}.values())
+        candidates = [self.to_candidate(ctx, p) for p in unique]
+        if self.outcome_verifier is not None:
+            await ctx.score_all([c for c in candidates if c.metadata["complete"]],
+                                self.outcome_verifier)
+
+        def rank(c: Candidate) -> tuple[bool, float, float]:
+            outcome = c.score_value(self.outcome_verifier) if self.outcome_verifier else None
+            return (not c.metadata["complete"], -(outcome or 0.0), -c.metadata["prm_score"])
+
+        ordered = sorted(candidates, key=rank)
+        if self.select == "weighted-vote" and ordered:
+            ordered = weighted_order(ordered, ctx.problem.answer_format)
+        if ordered and ordered[0].node_id:
+            ctx.trace.add("select", label=f"{self.kind}: {self.select} of {len(ordered)}",
+                          parents=[(ordered[0].node_id, "select")], considered=len(ordered))
+        return ordered
+
+
+def weighted_order(candidates: list[Candidate], answer_format: Any) -> list[Candidate]:
+    """Reorder candidates so the answer with the most PRM weight comes first (weighted
+    majority); within a group and for answerless candidates the given order holds."""
+    groups = vote(candidates, answer_format, weight=lambda c: float(c.metadata["prm_score"]))
+    ordered = [m for g in groups for m in g.members]
+    seen = {id(c) for c in ordered}
+    return ordered + [c for c in candidates if id(c) not in seen]

@@ -16,6 +16,7 @@ VERIFIERS: dict[str, str] = {
     "code": "threadloom.verifiers.code:CodeVerifier",
     "game24": "threadloom.verifiers.game24:Game24Verifier",
     "rules": "threadloom.verifiers.rules:RulesVerifier",
+    "self-judge": "threadloom.verifiers.prm:SelfJudgePRM",
 }
 """name -> 'module:Class'. A new verifier registers here; nothing else changes."""
 
