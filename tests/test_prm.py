@@ -238,3 +238,10 @@ async def test_http_prm_errors_are_typed(pooling_server: str) -> None:
     with pytest.raises(VerifierError, match="unreachable"):
         await unreachable.score_steps(Q, ["a"])
     await unreachable.aclose()
+
+
+async def test_prm_passes_count_as_verifier_calls() -> None:
+    worker = tl.FakeWorker(["first\n\nAnswer: 42", "other\n\nAnswer: 41"])
+    result = await tl.arun(Q, "best-of-n", n=2, worker=worker, verifier="self-judge")
+    assert result.usage.verifier_calls == 4  # two steps judged in each of two candidates
+    assert result.usage.verifier_tokens > 0

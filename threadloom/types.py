@@ -183,6 +183,11 @@ class Score(_Frozen):
     """True/False when the verifier makes a binary call, None for a graded score."""
     detail: str = ""
     """A short human-readable reason."""
+    calls: int = Field(1, ge=0)
+    """Verifier passes this judgement took (a process reward model makes one per step; none
+    for steps it had cached)."""
+    tokens: int = Field(0, ge=0)
+    """Tokens a model-based verifier read for it."""
 
 
 class Candidate(BaseModel):

@@ -328,8 +328,8 @@ class RunContext:
             self.budget.check_verifier_call()
         except BudgetExhausted:
             return None
-        self.budget.record_verifier_call()
         result = await judge.score(self.problem, candidate)
+        self.budget.record_verifier_call(result.calls, result.tokens)
         candidate.scores[judge.name] = result
         if candidate.node_id:
             self.trace.add(

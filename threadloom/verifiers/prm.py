@@ -18,7 +18,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from threadloom.errors import ConfigError, VerifierError
-from threadloom.types import Candidate, ChatMessage, GenerationRequest, Problem, SamplingParams, Score
+from threadloom.types import (
+    Candidate,
+    ChatMessage,
+    GenerationRequest,
+    Problem,
+    SamplingParams,
+    Score,
+)
 from threadloom.verifiers.base import StepAggregation, aggregate_steps
 from threadloom.workers.base import Worker
 
@@ -110,9 +117,10 @@ class SelfJudgePRM:
         steps = candidate.steps or split_steps(candidate.text, self.delimiter)
         if not steps:
             return Score(value=0.0, passed=False, detail="no steps to judge")
-        scores = await self.score_steps(problem, steps)
-        value = aggregate_steps(scores, self.aggregation)
-        return Score(value=value, detail=f"{self.aggregation} of {len(scores)} step scores")
+        counted = await self.score_steps_counted(problem, steps)
+        value = aggregate_steps(counted.scores, self.aggregation)
+        return Score(value=value, detail=f"{self.aggregation} of {len(steps)} step scores",
+                     calls=counted.calls, tokens=counted.tokens)
 
     def _key(self, question: str, steps: list[str], i: int) -> tuple[str, tuple[str, ...]]:
         return question, tuple(steps[: i + 1])
@@ -128,7 +136,9 @@ class SelfJudgePRM:
             raise VerifierError(
                 "SelfJudgePRM has no worker: pass worker=... or run it inside a run context"
             )
-        listed = "\n".join(f"Step {k + 1}: {' '.join(s.split())}" for k, s in enumerate(steps[: i + 1]))
+        listed = "\n".join(
+            f"Step {k + 1}: {' '.join(s.split())}" for k, s in enumerate(steps[: i + 1])
+        )
         request = GenerationRequest(
             messages=(
                 ChatMessage(

@@ -175,7 +175,9 @@ class VLLMProcessRewardModel(_PRMBase):
         try:
             import vllm
         except ImportError:
-            raise MissingDependencyError.for_extra("vllm", "vllm", "VLLMProcessRewardModel") from None
+            raise MissingDependencyError.for_extra(
+                "vllm", "vllm", "VLLMProcessRewardModel"
+            ) from None
         self.fmt = fmt
         self.aggregation = aggregation
         self.delimiter = delimiter
@@ -185,6 +187,8 @@ class VLLMProcessRewardModel(_PRMBase):
 
     async def _rows(self, text: str) -> Any:
         async with self._lock:  # the offline engine runs one batch at a time
-            outputs = await asyncio.to_thread(self._llm.encode, [text], pooling_task="token_classify")
+            outputs = await asyncio.to_thread(
+                self._llm.encode, [text], pooling_task="token_classify"
+            )
         data = outputs[0].outputs.data
         return data.tolist() if hasattr(data, "tolist") else data
