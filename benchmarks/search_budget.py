@@ -44,7 +44,8 @@ BUDGETS: dict[str, list[str]] = {
 def short(label: str) -> str:
     """The label without the step settings every search shares."""
     kind, _, options = label.partition(":")
-    kept = [o for o in options.split(",") if o and o.split("=")[0] not in ("step_tokens", "max_steps")]
+    shared = ("step_tokens", "max_steps")
+    kept = [o for o in options.split(",") if o and o.split("=")[0] not in shared]
     return f"{kind}:{','.join(kept)}" if kept else kind
 
 
