@@ -313,3 +313,24 @@ async def test_outcome_verifier_ranks_complete_solutions() -> None:
 def test_unknown_prm_is_a_clear_error() -> None:
     with pytest.raises(tl.ConfigError, match="cannot score steps"):
         tl.run(Q, "beam-search", prm="numeric", worker=FakeWorker(["x"]))
+
+
+async def test_searches_are_graph_nodes_with_their_own_budgets() -> None:
+    from threadloom.orchestrator.plan import StrategyGraph
+
+    worker = FakeWorker(good_or_bad)
+    prm = ScriptedPRM({"good": 0.9, "bad": 0.1, "Answer": 0.8})
+    plan = (
+        StrategyGraph()
+        .add("beam", {"kind": "beam-search", "width": 2, "expansions": 2, "prm": "scripted"})
+        .add("particles", "particle-filtering:n=4,prm=scripted",
+             budget=Budget(max_generations=3))
+        .add("final", "vote", inputs=["beam", "particles"])
+        .build()
+    )
+    result = await tl.arun(Q, plan, worker=worker, verifier=prm, seed=2)
+    assert result.answer == "42"
+    particle_requests = [r for r in worker.requests if r.affinity_key
+                         and r.affinity_key.startswith("particle")]
+    assert len(particle_requests) == 3  # the node's own budget stopped it
+    assert result.truncated
