@@ -7,7 +7,9 @@
     │   ├── GraphError              an invalid strategy graph (cycle, two sinks, unknown kind)
     │   ├── ModelNotFoundError      a model file that does not exist or cannot be loaded
     │   ├── ContextLengthError      a prompt that does not fit the model's context window
-    │   └── MissingDependencyError  an optional extra is not installed (also an ImportError)
+    │   ├── MissingDependencyError  an optional extra is not installed (also an ImportError)
+    │   ├── AuthenticationError     a server refused the credentials (HTTP 401/403)
+    │   └── BadRequestError         a server rejected the request as invalid (other HTTP 4xx)
     ├── WorkerError                 a backend failed while generating
     │   ├── WorkerUnavailable       retryable: the backend is busy, starting or unreachable
     │   │   └── RateLimited         retryable after a pause the server asked for
@@ -54,6 +56,18 @@ class MissingDependencyError(ConfigError, ImportError):
             f"{feature} needs the '{package}' package, which is not installed. "
             f"Install it with: pip install 'threadloom[{extra}]'"
         )
+
+
+class AuthenticationError(ConfigError):
+    """A server refused the credentials; set a valid API key."""
+
+
+class BadRequestError(ConfigError):
+    """A server rejected a request as invalid; retrying the same request will fail again."""
+
+    def __init__(self, message: str, *, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 class WorkerError(ThreadloomError):

@@ -1,4 +1,4 @@
-"""Worker kinds by name, resolved lazily: 'llamacpp[:PATH.gguf]', 'fake[:reply|reply]'."""
+"""Worker kinds by name, resolved lazily: 'llamacpp[:PATH]', 'openai:URL', 'fake[:reply|reply]'."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from threadloom.errors import ConfigError
 from threadloom.workers.base import Worker
 
-WORKER_KINDS = ("llamacpp", "fake", "ray")
+WORKER_KINDS = ("llamacpp", "openai", "fake", "ray")
 
 
 def make_worker(spec: str | Worker | None = None, **options: Any) -> Worker:
@@ -25,6 +25,12 @@ def make_worker(spec: str | Worker | None = None, **options: Any) -> Worker:
 
         script = tuple(argument.split("|")) if argument else ("42",)
         return FakeWorker(script, **options)
+    if kind == "openai":
+        from threadloom.workers.openai import OpenAIWorker
+
+        if argument:
+            options["base_url"] = argument
+        return OpenAIWorker(**options)
     if kind == "ray":
         from threadloom.workers.ray_cluster import open_ray_worker
 
@@ -35,6 +41,6 @@ def make_worker(spec: str | Worker | None = None, **options: Any) -> Worker:
         return LlamaCppWorker(spec, **options)
     raise ConfigError(
         f"unknown worker {spec!r}; valid workers: {', '.join(WORKER_KINDS)} "
-        "(e.g. 'llamacpp', 'llamacpp:/path/model.gguf', 'fake:reply one|reply two', "
-        "'ray:cluster.yaml')"
+        "(e.g. 'llamacpp', 'llamacpp:/path/model.gguf', 'openai:http://127.0.0.1:8000/v1', "
+        "'fake:reply one|reply two', 'ray:cluster.yaml')"
     )

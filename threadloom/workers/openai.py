@@ -1,0 +1,467 @@
+"""OpenAIWorker: generations from any OpenAI-compatible HTTP server (vLLM, llama.cpp, SGLang).
+
+Requests go to `/chat/completions` (chat messages) or `/completions` (raw text, or chat rendered
+with a `ChatTemplate`), plain or streamed as server-sent events. Connection failures, 429 and
+5xx replies are retried with jittered exponential backoff; other 4xx replies raise at once as
+the project's typed errors.
+
+An assistant `prefix` is continued in one of two ways:
+
+- with a `chat_template` (e.g. `ChatTemplate.from_gguf(path)`), the chat is rendered here and
+  `/completions` continues the text: this works with every server, llama_cpp.server included;
+- without one, the prefix is sent as a trailing assistant message with
+  `continue_final_message: true, add_generation_prompt: false`, which vLLM and SGLang honour
+  (llama_cpp.server ignores both fields and would answer in a new turn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from threadloom.errors import (
+    ConfigError,
+    ThreadloomError,
+    WorkerDead,
+    WorkerError,
+    WorkerUnavailable,
+)
+from threadloom.types import (
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    Timings,
+    TokenLogprob,
+    TokenUsage,
+)
+from threadloom.workers.base import StreamDelta, WorkerCapabilities
+from threadloom.workers.openai_http import Aborted, Connection, Flight, Flights
+from threadloom.workers.openai_protocol import (
+    Call,
+    ChatTemplate,
+    Endpoint,
+    EventStreamDecoder,
+    build_call,
+    parse_choices,
+    parse_usage,
+    split_tokens,
+)
+
+__all__ = ["ChatTemplate", "OpenAIWorker", "OpenAIWorkerConfig"]
+
+
+class OpenAIWorkerConfig(BaseModel):
+    """Where the server is and how to talk to it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    """The server's API root, usually ending in /v1."""
+    api_key: SecretStr | None = Field(
+        default_factory=lambda: (
+            SecretStr(os.environ["OPENAI_API_KEY"]) if os.environ.get("OPENAI_API_KEY") else None
+        )
+    )
+    """Bearer token; defaults to the OPENAI_API_KEY environment variable."""
+    model: str | None = None
+    """Model name sent with each request; None asks the server (the first model it lists)."""
+    endpoint: Endpoint = "chat"
+    """Where chat messages go: "chat", or "completions" (rendered with `chat_template`)."""
+    chat_template: ChatTemplate | None = None
+    """Template for rendering chat as text (a ChatTemplate, or its Jinja source)."""
+    timeout: float = Field(300.0, gt=0)
+    """Seconds a whole request may take; a stream may go this long without a chunk."""
+    connect_timeout: float = Field(10.0, gt=0)
+    """Seconds to open a connection."""
+    max_retries: int = Field(3, ge=0)
+    """Retries after a connection failure, 429 or 5xx (0: fail on the first)."""
+    backoff_s: float = Field(0.5, ge=0)
+    """Scale of the jittered exponential pause between retries."""
+    max_backoff_s: float = Field(20.0, ge=0)
+    """Longest pause between two attempts (a server's Retry-After included)."""
+    max_concurrency: int = Field(16, ge=1)
+    """Requests in flight at once; more wait their turn here."""
+    max_context: int = Field(0, ge=0)
+    """Context window reported in capabilities (0: from the server's model list, if given)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra HTTP headers sent with every request."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"base_url {value!r} is not an http(s) URL; write e.g. http://127.0.0.1:8000/v1"
+            )
+        return value.strip().rstrip("/")
+
+    @field_validator("chat_template", mode="before")
+    @classmethod
+    def _template_text(cls, value: Any) -> Any:
+        return ChatTemplate(template=value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> OpenAIWorkerConfig:
+        if self.endpoint == "completions" and self.chat_template is None:
+            raise ValueError(
+                "endpoint='completions' renders chat messages with chat_template: set one "
+                "(e.g. ChatTemplate.from_gguf(path)) or use endpoint='chat'"
+            )
+        return self
+
+
+class OpenAIWorker:
+    """A worker that sends requests to an OpenAI-compatible server.
+
+    Args:
+        config: Connection settings; or pass its fields as keyword arguments.
+        worker_id: Name used in traces and pools.
+
+    `generate` makes one plain request (exact usage, several choices with `generate_n`);
+    `stream` reads server-sent events. An aborted request ends with finish_reason "abort" and
+    the text received so far (none for `generate`), and its HTTP request is closed, which vLLM
+    and llama.cpp's server take as a cancellation. Without a `usage` in the stream (llama_cpp
+    .server sends none) a streamed completion counts one token per chunk and no prompt tokens.
+    """
+
+    def __init__(
+        self,
+        config: OpenAIWorkerConfig | None = None,
+        *,
+        worker_id: str | None = None,
+        **fields: Any,
+    ) -> None:
+        try:
+            if config is None:
+                config = OpenAIWorkerConfig(**fields)
+            elif fields:
+                config = OpenAIWorkerConfig(**{**config.model_dump(), **fields})
+        except ValidationError as exc:
+            raise ConfigError(f"invalid OpenAI worker settings: {exc}") from exc
+        self.config = config
+        self.worker_id = worker_id or f"openai-{uuid.uuid4().hex[:6]}"
+        self._http = Connection(config, self.worker_id)
+        self._flights = Flights()
+        self._model = config.model
+        self._model_resolved = config.model is not None
+        self._max_context = config.max_context
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"OpenAIWorker({self.worker_id!r}, {self.config.base_url!r})"
+
+    @property
+    def capabilities(self) -> WorkerCapabilities:
+        return WorkerCapabilities(
+            logprobs=True,
+            max_context=self._max_context,
+            max_batch=self.config.max_concurrency,
+            model=self._model or "",
+        )
+
+    # ----- Worker protocol ------------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        return (await self._call(request, n=1))[0]
+
+    async def generate_n(self, request: GenerationRequest, n: int) -> list[Completion]:
+        """`n` completions of one request, asked for in one call (`n` in the body).
+
+        Servers that return fewer choices than asked (llama_cpp.server ignores `n`) are asked
+        again for the rest, one choice a call, with the seed (if any) moved on by one each.
+        """
+        if n < 1:
+            raise ConfigError(f"n must be at least 1, got {n}")
+        done = await self._call(request, n=n)
+        missing = n - len(done)
+        if missing <= 0 or any(c.finish_reason == "abort" for c in done):
+            return done[:n]
+        seed = request.params.seed
+
+        def reseeded(offset: int) -> GenerationRequest:
+            if seed is None:
+                return request
+            params = request.params.model_copy(update={"seed": seed + offset})
+            return request.model_copy(update={"params": params})
+
+        more = await asyncio.gather(
+            *(self._call(reseeded(len(done) + i), n=1) for i in range(missing))
+        )
+        return done + [c for batch in more for c in batch]
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
+        self._check_open()
+        run = _StreamState(time.perf_counter())
+        with self._flights.track(request.request_id) as flight:
+            slots = self._http.session().slots
+            try:
+                await flight.race(slots.acquire())
+            except Aborted:
+                run.finish = "abort"
+            else:
+                try:
+                    run.queued_s = time.perf_counter() - run.started
+                    events = self._stream_events(request, flight, run)
+                    # closing the events when the consumer stops early closes the HTTP stream
+                    async with contextlib.aclosing(events):
+                        async for text in events:
+                            yield StreamDelta(text=text)
+                finally:
+                    slots.release()
+        yield StreamDelta(text="", completion=run.completion(self.worker_id, request))
+
+    async def abort(self, request_id: str) -> bool:
+        return self._flights.abort(request_id)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._flights.abort_all()
+        await self._http.close()
+
+    # ----- plain requests -------------------------------------------------------------------
+
+    async def _call(self, request: GenerationRequest, *, n: int) -> list[Completion]:
+        self._check_open()
+        started = time.perf_counter()
+        with self._flights.track(request.request_id) as flight:
+            slots = self._http.session().slots
+            try:
+                await flight.race(slots.acquire())
+            except Aborted:
+                return [_aborted(self.worker_id, request, started)]
+            queued = time.perf_counter() - started
+            try:
+                call = await flight.race(self._build(request, n=n, stream=False))
+                reply = await flight.race(self._http.post_json(call.path, call.body))
+            except Aborted:
+                return [_aborted(self.worker_id, request, started, queued_s=queued)]
+            finally:
+                slots.release()
+        total = time.perf_counter() - started
+        timings = Timings(queued_s=queued, first_token_s=total, total_s=total)
+        return self._completions(request, call, reply, timings)
+
+    def _completions(
+        self, request: GenerationRequest, call: Call, reply: dict[str, Any], timings: Timings
+    ) -> list[Completion]:
+        choices = parse_choices(reply, chat=call.chat, stop=request.params.stop)
+        if not choices:
+            raise WorkerError(
+                f"{self._http.where} answered without choices ({str(reply)[:200]}); check "
+                "that it is an OpenAI-compatible server"
+            )
+        usage = parse_usage(reply)
+        prompt, completion, cached = usage or (0, 0, 0)
+        if len(choices) == 1 and usage is not None:
+            counts = [completion]
+        elif all(c.logprobs is not None for c in choices):
+            counts = [len(c.logprobs or ()) for c in choices]
+        else:
+            counts = split_tokens(completion, [c.text for c in choices])
+        return [
+            Completion(
+                text=c.text,
+                finish_reason=c.finish_reason or "stop",
+                stop_reason=c.stop_reason,
+                usage=TokenUsage(
+                    prompt_tokens=prompt,
+                    completion_tokens=count,
+                    # the server read the prompt once for all choices
+                    cached_prompt_tokens=cached if i == 0 else prompt,
+                ),
+                logprobs=c.logprobs,
+                worker_id=self.worker_id,
+                request_id=request.request_id,
+                timings=timings,
+            )
+            for i, (c, count) in enumerate(zip(choices, counts, strict=True))
+        ]
+
+    # ----- streams --------------------------------------------------------------------------
+
+    async def _stream_events(
+        self, request: GenerationRequest, flight: Flight, run: _StreamState
+    ) -> AsyncGenerator[str, None]:
+        try:
+            call = await flight.race(self._build(request, n=1, stream=True))
+            response = await flight.race(self._http.open_stream(call.path, call.body))
+        except Aborted:
+            run.finish = "abort"
+            return
+        try:
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                # a server that ignores "stream" answers with one JSON reply
+                await response.aread()
+                run.take(self._http.read_json(response), call, request)
+                run.finish = run.finish or "stop"
+                if run.text:
+                    yield run.text
+                return
+            decoder = EventStreamDecoder()
+            lines = response.aiter_lines()
+            while True:
+                try:
+                    line = await flight.race(_next_line(lines))
+                except Aborted:
+                    run.finish = "abort"
+                    return
+                except httpx.TimeoutException as exc:
+                    raise WorkerUnavailable(
+                        f"{self._http.where} sent nothing for {self.config.timeout:g}s in the "
+                        "middle of a stream; raise timeout or check the server"
+                    ) from exc
+                except httpx.TransportError as exc:
+                    raise WorkerUnavailable(
+                        f"the stream from {self._http.where} broke off ({exc!r}); check the "
+                        "server's log"
+                    ) from exc
+                data = decoder.feed(line) if line is not None else decoder.flush()
+                if data == "[DONE]":
+                    run.saw_done = True
+                elif data is not None:
+                    text = run.take(self._http.event_json(data), call, request)
+                    if text:
+                        yield text
+                if line is None:
+                    break
+        finally:
+            await response.aclose()
+        if run.finish is None:
+            raise WorkerUnavailable(
+                f"the stream from {self._http.where} ended without a finish reason "
+                f"({'after' if run.saw_done else 'and without'} its [DONE] event). "
+                "llama_cpp.server cuts a stream short when another request arrives unless it "
+                "runs with --interrupt_requests False, and drops the stream of a prompt longer "
+                "than its context; see the server's log"
+            )
+
+    # ----- helpers --------------------------------------------------------------------------
+
+    async def _build(self, request: GenerationRequest, *, n: int, stream: bool) -> Call:
+        if not self._model_resolved:
+            await self._resolve_model()
+        return build_call(
+            request,
+            endpoint=self.config.endpoint,
+            model=self._model,
+            template=self.config.chat_template,
+            n=n,
+            stream=stream,
+        )
+
+    async def _resolve_model(self) -> None:
+        """Ask the server which model it serves (the first one it lists)."""
+        try:
+            listing = await self._http.get_json("/models")
+        except ThreadloomError as exc:
+            if getattr(exc, "status_code", None) != 404:
+                raise
+            listing = {}  # no model list: send requests without a model name
+        models = listing.get("data")
+        if isinstance(models, list) and models and isinstance(models[0], dict):
+            self._model = str(models[0].get("id") or "") or None
+            self._max_context = self._max_context or int(models[0].get("max_model_len") or 0)
+        self._model_resolved = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise WorkerDead(f"worker {self.worker_id} is closed; create a new one")
+
+
+class _StreamState:
+    """What a stream has received so far; becomes its final Completion."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.queued_s = 0.0
+        self.first_token_at = 0.0
+        self.pieces: list[str] = []
+        self.chunks = 0
+        self.logprobs: list[TokenLogprob] | None = None
+        self.finish: FinishReason | None = None
+        self.stop_reason: str | None = None
+        self.usage: tuple[int, int, int] | None = None
+        self.saw_done = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    def take(self, chunk: dict[str, Any], call: Call, request: GenerationRequest) -> str:
+        """Record one streamed chunk (or a whole reply); return its new text."""
+        self.usage = parse_usage(chunk) or self.usage
+        text = ""
+        for choice in parse_choices(chunk, chat=call.chat, stop=request.params.stop):
+            text += choice.text
+            if choice.logprobs is not None:
+                self.logprobs = (self.logprobs or []) + list(choice.logprobs)
+            if choice.finish_reason is not None:
+                self.finish = choice.finish_reason
+                self.stop_reason = choice.stop_reason
+        if text:
+            self.chunks += 1
+            self.pieces.append(text)
+            self.first_token_at = self.first_token_at or time.perf_counter()
+        return text
+
+    def completion(self, worker_id: str, request: GenerationRequest) -> Completion:
+        done = time.perf_counter()
+        prompt, completion, cached = self.usage or (0, 0, 0)
+        if self.usage is None or self.finish == "abort":
+            completion = len(self.logprobs) if self.logprobs is not None else self.chunks
+        return Completion(
+            text=self.text,
+            finish_reason=self.finish or "abort",
+            stop_reason=self.stop_reason if self.finish == "stop" else None,
+            usage=TokenUsage(
+                prompt_tokens=prompt, completion_tokens=completion, cached_prompt_tokens=cached
+            ),
+            logprobs=tuple(self.logprobs) if self.logprobs is not None else None,
+            worker_id=worker_id,
+            request_id=request.request_id,
+            timings=Timings(
+                queued_s=self.queued_s,
+                first_token_s=(self.first_token_at - self.started) if self.first_token_at else 0.0,
+                total_s=done - self.started,
+            ),
+        )
+
+
+async def _next_line(lines: AsyncIterator[str]) -> str | None:
+    """The next line of a response, or None at its end."""
+    try:
+        return await lines.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+def _aborted(
+    worker_id: str, request: GenerationRequest, started: float, *, queued_s: float = 0.0
+) -> Completion:
+    return Completion(
+        text="",
+        finish_reason="abort",
+        worker_id=worker_id,
+        request_id=request.request_id,
+        timings=Timings(queued_s=queued_s, total_s=time.perf_counter() - started),
+    )

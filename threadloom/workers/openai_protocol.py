@@ -1,0 +1,373 @@
+"""The OpenAI wire format as pure functions: request bodies, replies, streamed events, errors.
+
+`OpenAIWorker` does the I/O; everything here is data in, data out, so it is easy to test and
+to read against the API reference of the servers it targets (vLLM, llama.cpp, SGLang).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel, ConfigDict
+
+from threadloom.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigError,
+    ContextLengthError,
+    ThreadloomError,
+)
+from threadloom.types import ChatMessage, FinishReason, GenerationRequest, TokenLogprob
+
+Endpoint = Literal["chat", "completions"]
+
+
+class ChatTemplate(BaseModel):
+    """A Jinja chat template, for rendering chat messages into raw completion text."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    template: str
+    """The template source (as in a tokenizer config or GGUF metadata)."""
+    bos_token: str = ""
+    """Text of the beginning-of-sequence token, for templates that write it."""
+    eos_token: str = ""
+    """Text of the end-of-sequence token, for templates that write it."""
+
+    def render(self, messages: tuple[ChatMessage, ...]) -> str:
+        """The prompt text for `messages`, ending with the opening of the assistant's turn."""
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        return env.from_string(self.template).render(
+            messages=[m.model_dump() for m in messages],
+            add_generation_prompt=True,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+        )
+
+    @classmethod
+    def from_gguf(cls, model: str | Path | None = None) -> ChatTemplate:
+        """The chat template stored in a GGUF file (None: the bundled SmolLM2 model)."""
+        import llama_cpp
+
+        from threadloom.workers.models import resolve_model_path
+
+        path = resolve_model_path(model)
+        llama = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+        try:
+            template = llama.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise ConfigError(f"{path.name} has no chat template; pass one as text instead")
+
+            def text(token: int) -> str:
+                if token < 0:
+                    return ""
+                return llama.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+            return cls(
+                template=template,
+                bos_token=text(llama.token_bos()),
+                eos_token=text(llama.token_eos()),
+            )
+        finally:
+            llama.close()
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP call: the path under the base URL and the JSON body."""
+
+    path: str
+    body: dict[str, Any]
+
+    @property
+    def chat(self) -> bool:
+        return self.path == "/chat/completions"
+
+
+def build_call(
+    request: GenerationRequest,
+    *,
+    endpoint: Endpoint,
+    model: str | None,
+    template: ChatTemplate | None,
+    n: int = 1,
+    stream: bool = False,
+) -> Call:
+    """The call that serves `request`.
+
+    Raw text always goes to /completions. Chat messages go to /chat/completions, unless
+    `endpoint` is "completions" or the request continues an assistant prefix and a chat
+    template is given: then the template renders the chat and /completions continues the text,
+    which every server supports. Without a template a prefix is sent as a trailing assistant
+    message with `continue_final_message` (vLLM and SGLang honour it).
+    """
+    body: dict[str, Any] = {}
+    if request.text is not None:
+        path = "/completions"
+        body["prompt"] = request.text + request.prefix
+    else:
+        messages = request.messages or ()
+        if endpoint == "completions" or (request.prefix and template is not None):
+            if template is None:
+                raise ConfigError(
+                    "the completions endpoint needs a chat template to send chat messages: "
+                    "set chat_template (e.g. ChatTemplate.from_gguf(path)) or use endpoint='chat'"
+                )
+            path = "/completions"
+            body["prompt"] = template.render(messages) + request.prefix
+        else:
+            path = "/chat/completions"
+            body["messages"] = [m.model_dump() for m in messages]
+            if request.prefix:
+                body["messages"].append({"role": "assistant", "content": request.prefix})
+                body["continue_final_message"] = True
+                body["add_generation_prompt"] = False
+    if model:
+        body["model"] = model
+    params = request.params
+    body["temperature"] = params.temperature
+    body["top_p"] = params.top_p
+    body["max_tokens"] = params.max_tokens
+    if params.stop:
+        body["stop"] = list(params.stop)
+    if params.seed is not None:
+        body["seed"] = params.seed
+    if n > 1:
+        body["n"] = n
+    if params.logprobs is not None:
+        if path == "/chat/completions":
+            body["logprobs"] = True
+            body["top_logprobs"] = params.logprobs
+        else:
+            body["logprobs"] = params.logprobs
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return Call(path, body)
+
+
+# ----- replies ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One choice of a reply, or the part of it one streamed chunk carries."""
+
+    index: int
+    text: str
+    finish_reason: FinishReason | None
+    stop_reason: str | None
+    logprobs: tuple[TokenLogprob, ...] | None
+
+
+def parse_choices(reply: dict[str, Any], *, chat: bool, stop: tuple[str, ...]) -> list[Choice]:
+    """The choices of a reply or of one streamed chunk, in index order."""
+    choices = reply.get("choices")
+    if not isinstance(choices, list):
+        return []
+    parsed = [_choice(raw, chat=chat, stop=stop) for raw in choices if isinstance(raw, dict)]
+    return sorted(parsed, key=lambda c: c.index)
+
+
+def _choice(raw: dict[str, Any], *, chat: bool, stop: tuple[str, ...]) -> Choice:
+    if chat:
+        part = raw.get("message") or raw.get("delta") or {}
+        text = part.get("content") if isinstance(part, dict) else None
+    else:
+        text = raw.get("text")
+    reason = raw.get("stop_reason")  # vLLM: the stop string that matched (or a token id)
+    return Choice(
+        index=int(raw.get("index") or 0),
+        text=text if isinstance(text, str) else "",
+        finish_reason=finish_reason(raw.get("finish_reason")),
+        stop_reason=reason if isinstance(reason, str) and reason in stop else None,
+        logprobs=parse_logprobs(raw.get("logprobs"), chat=chat),
+    )
+
+
+def finish_reason(raw: object) -> FinishReason | None:
+    """The project's finish reason for a server's (tool calls and filters count as stop)."""
+    if raw is None:
+        return None
+    if raw == "length":
+        return "length"
+    if raw in ("abort", "cancelled"):
+        return "abort"
+    return "stop"
+
+
+def parse_logprobs(raw: object, *, chat: bool) -> tuple[TokenLogprob, ...] | None:
+    """Per-token log-probabilities in the chat shape (`content`) or the completions shape."""
+    if not isinstance(raw, dict):
+        return None
+    out: list[TokenLogprob] = []
+    if chat:
+        for entry in raw.get("content") or ():
+            if not isinstance(entry, dict) or entry.get("logprob") is None:
+                continue
+            top = {
+                str(alt["token"]): float(alt["logprob"])
+                for alt in entry.get("top_logprobs") or ()
+                if isinstance(alt, dict) and alt.get("logprob") is not None
+            }
+            out.append(
+                TokenLogprob(token=str(entry["token"]), logprob=float(entry["logprob"]), top=top)
+            )
+        return tuple(out)
+    tokens = raw.get("tokens") or []
+    values = raw.get("token_logprobs") or []
+    tops = raw.get("top_logprobs") or []
+    for i, (token, value) in enumerate(zip(tokens, values, strict=False)):
+        if value is None:
+            continue
+        alts = tops[i] if i < len(tops) and isinstance(tops[i], dict) else {}
+        top = {str(t): float(lp) for t, lp in alts.items() if lp is not None}
+        out.append(TokenLogprob(token=str(token), logprob=float(value), top=top))
+    return tuple(out)
+
+
+def parse_usage(reply: dict[str, Any]) -> tuple[int, int, int] | None:
+    """(prompt, completion, cached prompt) tokens of a reply's `usage`, if it has one."""
+    usage = reply.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return (
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+        int(cached or 0),
+    )
+
+
+def split_tokens(total: int, texts: list[str]) -> list[int]:
+    """Share a reply's completion tokens among its choices, in proportion to their text."""
+    if not texts:
+        return []
+    weights = [max(len(t), 1) for t in texts]
+    exact = [total * w / sum(weights) for w in weights]
+    shares = [int(x) for x in exact]
+    by_remainder = sorted(range(len(texts)), key=lambda i: exact[i] - shares[i], reverse=True)
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+class EventStreamDecoder:
+    """Turns the lines of a server-sent event stream into the data of each event."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> str | None:
+        """Take one line (without its newline); return an event's data when one is complete."""
+        if not line:
+            return self.flush()
+        if line.startswith(":"):  # a comment, e.g. a keep-alive ping
+            return None
+        field, _, value = line.partition(":")
+        if field == "data":
+            self._data.append(value.removeprefix(" "))
+        return None
+
+    def flush(self) -> str | None:
+        """The data of an event the stream ended in the middle of, if any."""
+        if not self._data:
+            return None
+        data, self._data = "\n".join(self._data), []
+        return data
+
+
+# ----- errors -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorBody:
+    """What an error reply says, in any of the shapes servers use."""
+
+    message: str
+    code: str | None = None
+    fields: dict[str, Any] | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ErrorBody:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return cls(text.strip()[:500] or "no error message")
+        if not isinstance(data, dict):
+            return cls(str(data)[:500])
+        inner = data.get("error", data)
+        if isinstance(inner, str):
+            return cls(inner)
+        if not isinstance(inner, dict):
+            return cls(str(inner)[:500])
+        message = inner.get("message") or inner.get("detail") or json.dumps(inner)[:500]
+        code = inner.get("code") or inner.get("type")
+        return cls(str(message), str(code) if code is not None else None, inner)
+
+
+_CONTEXT_WORDS = re.compile(r"context (length|window|size)|prompt is too long", re.I)
+_CONTEXT_LIMIT = re.compile(r"(?:context length|context window|n_ctx)\D{0,20}?(\d+)", re.I)
+_PROMPT_TOKENS = re.compile(
+    r"(\d+) (?:tokens )?in (?:your prompt|the messages)|(\d+) (?:input|prompt) tokens", re.I
+)
+
+
+def request_error(status: int, error: ErrorBody, where: str) -> ThreadloomError:
+    """The typed error for a 4xx reply the caller has to fix (never retried)."""
+    detail = f"{status}: {error.message}"
+    if status in (401, 403):
+        return AuthenticationError(
+            f"{where} refused the request ({detail}); set api_key (or OPENAI_API_KEY) to a key "
+            "the server accepts"
+        )
+    fields = error.fields or {}
+    code = (error.code or "").lower()
+    if "context" in code or "exceed" in code or _CONTEXT_WORDS.search(error.message):
+        limit = fields.get("n_ctx") or _first_int(_CONTEXT_LIMIT, error.message)
+        prompt = fields.get("n_prompt_tokens") or _first_int(_PROMPT_TOKENS, error.message)
+        return ContextLengthError(
+            f"{where} says the prompt does not fit the model's context ({detail}); shorten the "
+            "prompt or lower max_tokens",
+            prompt_tokens=int(prompt or 0),
+            context_length=int(limit or 0),
+        )
+    if status == 404:
+        return BadRequestError(
+            f"{where} has no such route or model ({detail}); check base_url (it usually ends "
+            "in /v1) and the model name",
+            status_code=status,
+        )
+    return BadRequestError(
+        f"{where} rejected the request ({detail}); fix what the message names", status_code=status
+    )
+
+
+def _first_int(pattern: re.Pattern[str], text: str) -> int | None:
+    match = pattern.search(text)
+    if match is None:
+        return None
+    return next(int(g) for g in match.groups() if g is not None)
+
+
+def retry_after_s(header: str | None) -> float | None:
+    """Seconds a Retry-After header asks to wait (a number or an HTTP date)."""
+    if not header:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
