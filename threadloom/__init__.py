@@ -46,6 +46,8 @@ _LAZY = {
     "LlamaCppWorker": "threadloom.workers.llamacpp",
     "FakeWorker": "threadloom.workers.fake",
     "LocalPool": "threadloom.workers.pool",
+    "OpenAIWorker": "threadloom.workers.openai",
+    "SelfJudgePRM": "threadloom.verifiers.prm",
 }
 
 __all__ = [
@@ -63,12 +65,14 @@ __all__ = [
     "LocalPool",
     "MissingDependencyError",
     "ModelNotFoundError",
+    "OpenAIWorker",
     "Problem",
     "RateLimited",
     "Result",
     "RunEvent",
     "SamplingParams",
     "Score",
+    "SelfJudgePRM",
     "StrategyGraph",
     "ThreadloomError",
     "Usage",
