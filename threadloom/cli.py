@@ -218,6 +218,13 @@ def workers_command(
     workers: Annotated[
         Path | None, typer.Option("--workers", help="Show (and check) a cluster file's pools.")
     ] = None,
+    speculation: Annotated[
+        bool,
+        typer.Option(
+            "--speculation",
+            help="Measure the llama.cpp worker's adaptive speculation here (seconds) and show it.",
+        ),
+    ] = False,
 ) -> None:
     """List the worker backends, whether each is installed, and the bundled model."""
     if ray_address is not None or workers is not None:
@@ -236,7 +243,12 @@ def workers_command(
     table.add_column("available")
     table.add_column("notes")
     rows = [
-        ("llamacpp", "llamacpp[:PATH.gguf]", "llama_cpp", "embedded default, batched decoding"),
+        (
+            "llamacpp",
+            "llamacpp[:PATH.gguf]",
+            "llama_cpp",
+            "embedded default, batched decoding, adaptive prompt-lookup speculation",
+        ),
         ("fake", "fake[:reply|reply]", None, "scripted test double"),
         ("ray", "ray:SPEC | --workers FILE", "ray", "workers as Ray actors (extra [ray])"),
     ]
@@ -251,6 +263,37 @@ def workers_command(
     size_mb = path.stat().st_size / 1e6
     name = BUNDLED_NAME if model is None else path.name
     console.print(f"[bold]model:[/] {name}\n[bold]path:[/] {path}\n[bold]size:[/] {size_mb:.1f} MB")
+    if speculation:
+        _show_speculation(path)
+
+
+def _show_speculation(model: Path) -> None:
+    """Run a few copy-heavy and free-form requests in adaptive mode; print what it measured."""
+    from threadloom.workers.llamacpp import LlamaCppWorker
+    from threadloom.workers.speculation import SpeculationConfig, SpeculationState
+
+    fruits = "apple, banana, cherry, date, elderberry, fig, grape, honeydew, kiwi, lemon"
+    prompts = (f"Repeat this list exactly, then add one more fruit: {fruits}.", "Tell me a story.")
+    config = SpeculationConfig(mode="adaptive", window_steps=8, probe_every=1, max_probe_every=2)
+
+    async def measure() -> SpeculationState:
+        worker = LlamaCppWorker(model, n_ctx=2048, n_slots=4, speculation=config)
+        try:
+            for _ in range(3):
+                for prompt in prompts:
+                    request = worker.chat_request(prompt, temperature=0, max_tokens=64)
+                    await worker.generate(request)
+            return worker.speculation_state()
+        finally:
+            await worker.close()
+
+    state = asyncio.run(measure())
+    table = Table(title="llama.cpp speculation, measured on this machine")
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    for field, value in state.model_dump().items():
+        table.add_row(field, "-" if value is None else str(value))
+    console.print(table)
 
 
 @app.command("strategies")

@@ -234,6 +234,12 @@ class RunContext:
                             attempts=completion.attempts,
                             failed_workers=list(completion.failed_workers),
                         )
+                    if completion.drafted_tokens:
+                        self.trace.update(
+                            node,
+                            drafted_tokens=completion.drafted_tokens,
+                            accepted_tokens=completion.accepted_tokens,
+                        )
                 yield delta, node
         finally:
             self._in_flight.discard(request.request_id)

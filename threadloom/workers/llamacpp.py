@@ -28,6 +28,12 @@ from threadloom.types import (
 )
 from threadloom.workers.base import StreamDelta, WorkerCapabilities
 from threadloom.workers.models import BUNDLED_NAME, bundled_model_path, resolve_model_path
+from threadloom.workers.speculation import (
+    SPECULATION_MODES,
+    SpeculationConfig,
+    SpeculationMode,
+    SpeculationState,
+)
 
 try:
     import llama_cpp
@@ -50,6 +56,10 @@ class LlamaCppWorker:
         n_slots: Sequences decoded together (live requests plus cached prefixes).
         max_batch_tokens: Tokens per forward pass (decode tokens plus prompt chunks).
         n_threads: CPU threads for llama.cpp; defaults to the number of cores.
+        speculation: Prompt-lookup speculative decoding: "off", "on", or "adaptive" (draft
+            only while it measures faster than plain decoding), or a full SpeculationConfig.
+        num_pred_tokens: Most tokens drafted per sequence and step (with a mode string).
+        max_ngram_size: Longest n-gram looked up in a sequence's history (with a mode string).
         worker_id: Name used in traces and pools.
     """
 
@@ -61,6 +71,9 @@ class LlamaCppWorker:
         n_slots: int = 32,
         max_batch_tokens: int = 1024,
         n_threads: int | None = None,
+        speculation: SpeculationMode | SpeculationConfig = "adaptive",
+        num_pred_tokens: int | None = None,
+        max_ngram_size: int | None = None,
         worker_id: str | None = None,
     ) -> None:
         if n_ctx < 64:
@@ -70,6 +83,7 @@ class LlamaCppWorker:
                 f"n_slots={n_slots} is out of range; llama.cpp allows 1 to "
                 f"{llama_cpp.llama_max_parallel_sequences()} sequences"
             )
+        spec_config = _speculation_config(speculation, num_pred_tokens, max_ngram_size)
         self.model_path = resolve_model_path(model)
         self.worker_id = worker_id or f"llamacpp-{uuid.uuid4().hex[:6]}"
         threads = n_threads or os.cpu_count() or 1
@@ -92,6 +106,7 @@ class LlamaCppWorker:
             n_slots=n_slots,
             max_batch_tokens=max_batch_tokens,
             n_threads=threads,
+            speculation=spec_config,
             name=self.worker_id,
         )
         metadata: dict[str, str] = dict(self._llama.metadata)
@@ -112,15 +127,22 @@ class LlamaCppWorker:
         return WorkerCapabilities(
             logprobs=True,
             prefix_caching=True,
-            speculative_decoding=False,
+            speculative_decoding=self._engine.speculation.config.mode != "off",
             max_context=self._engine.n_ctx_seq,
             max_batch=len(self._engine._slots),
             model=self._model_name,
         )
 
     def stats(self) -> dict[str, Any]:
-        """Engine counters: steps, decoded and prefilled tokens, prefix-cache hits."""
-        return dict(self._engine.stats().__dict__)
+        """Engine counters: steps, decoded and prefilled tokens, prefix-cache hits, and the
+        speculation state (as plain data)."""
+        stats: dict[str, Any] = dict(self._engine.stats().__dict__)
+        stats["speculation"] = self.speculation_state().model_dump()
+        return stats
+
+    def speculation_state(self) -> SpeculationState:
+        """The speculation mode in use, its measured goodput and its draft counters."""
+        return self._engine.speculation.state()
 
     # ----- prompt building ------------------------------------------------------------------
 
@@ -238,6 +260,8 @@ class LlamaCppWorker:
             timings=Timings(
                 queued_s=out.queued_s, first_token_s=out.first_token_s, total_s=out.total_s
             ),
+            drafted_tokens=out.drafted_tokens,
+            accepted_tokens=out.accepted_tokens,
         )
 
     def _piece_text(self, token: int) -> str:
@@ -261,6 +285,34 @@ class LlamaCppWorker:
             messages=(ChatMessage(role="user", content=prompt),),
             params=SamplingParams(**params),
         )
+
+
+def _speculation_config(
+    speculation: SpeculationMode | SpeculationConfig,
+    num_pred_tokens: int | None,
+    max_ngram_size: int | None,
+) -> SpeculationConfig:
+    if isinstance(speculation, SpeculationConfig):
+        if num_pred_tokens is not None or max_ngram_size is not None:
+            raise ConfigError(
+                "give num_pred_tokens and max_ngram_size inside the SpeculationConfig, "
+                "not beside it"
+            )
+        return speculation
+    if speculation not in SPECULATION_MODES:
+        raise ConfigError(
+            f"speculation={speculation!r} is not a mode; use one of {', '.join(SPECULATION_MODES)}"
+        )
+    options: dict[str, Any] = {"mode": speculation}
+    if num_pred_tokens is not None:
+        options["num_pred_tokens"] = num_pred_tokens
+    if max_ngram_size is not None:
+        options["max_ngram_size"] = max_ngram_size
+        options["min_ngram_size"] = min(max_ngram_size, SpeculationConfig().min_ngram_size)
+    try:
+        return SpeculationConfig(**options)
+    except ValueError as exc:
+        raise ConfigError(f"invalid speculation settings: {exc}") from None
 
 
 def _bundled_or_none() -> Path | None:

@@ -11,6 +11,12 @@ prefix by `llama_memory_seq_cp` (the cells are shared, not recomputed); only the
 Requests whose prompt matches one that is still being prefilled wait one step so they can share it
 (N samples of one prompt prefill it once).
 
+Speculative decoding (prompt lookup): when the speculation controller says so, a decoding
+sequence's next input token is followed in the batch by tokens drafted from its own history, all
+with logits on. The sequence's sampler then samples position by position from those rows and
+keeps going while the sampled token equals the draft, so the output is exactly what plain
+decoding samples (greedy or not); the cells of rejected draft tokens are removed from the cache.
+
 This module imports `llama_cpp` and is imported only by the llama.cpp worker.
 """
 
@@ -30,6 +36,7 @@ import numpy as np
 from threadloom.errors import WorkerDead, WorkerError
 from threadloom.types import FinishReason, SamplingParams
 from threadloom.workers.sampling import SampledToken, TokenSampler
+from threadloom.workers.speculation import PromptLookup, SpeculationConfig, SpeculationController
 from threadloom.workers.text_stream import StopAwareText
 
 logger = logging.getLogger(__name__)
@@ -47,6 +54,8 @@ class EngineOutput:
     cached_prompt_tokens: int
     completion_tokens: int
     logprobs: list[SampledToken] | None
+    drafted_tokens: int
+    accepted_tokens: int
     queued_s: float
     first_token_s: float
     total_s: float
@@ -77,6 +86,16 @@ class _Sequence:
     first_token_at: float = 0.0
     completion_tokens: int = 0
     logprobs: list[SampledToken] | None = None
+    history: np.ndarray | None = None
+    """Prompt and completion tokens for draft lookup (allocated when speculation drafts)."""
+    history_len: int = 0
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+
+    def remember(self, token: int) -> None:
+        if self.history is not None:
+            self.history[self.history_len] = token
+            self.history_len += 1
 
 
 @dataclass
@@ -110,6 +129,7 @@ class BatchedEngine:
         n_slots: int,
         max_batch_tokens: int,
         n_threads: int,
+        speculation: SpeculationConfig | None = None,
         name: str = "llamacpp",
     ) -> None:
         self._model = model
@@ -148,6 +168,9 @@ class BatchedEngine:
         self._decoded = 0
         self._prefilled = 0
         self._cached = 0
+        self.speculation = SpeculationController(speculation)
+        config = self.speculation.config
+        self._drafter = PromptLookup(config.max_ngram_size, config.min_ngram_size)
         self._thread = threading.Thread(target=self._run, name=f"{name}-engine", daemon=True)
         self._thread.start()
 
@@ -229,6 +252,8 @@ class BatchedEngine:
                     cached_prompt_tokens=0,
                     completion_tokens=0,
                     logprobs=None,
+                    drafted_tokens=0,
+                    accepted_tokens=0,
                     queued_s=now - request.submitted_at,
                     first_token_s=0.0,
                     total_s=now - request.submitted_at,
@@ -340,32 +365,38 @@ class BatchedEngine:
         return True
 
     def _step(self) -> None:
+        started = time.perf_counter()
         batch = self._batch
         budget = self.max_batch_tokens
-        rows: list[tuple[_Slot, int]] = []  # (slot, number of tokens fed this step)
+        speculate = self.speculation.speculating
+        rows: list[tuple[_Slot, int, list[int]]] = []  # (slot, prompt/next tokens fed, draft)
         live = [s for s in self._slots if s.live is not None]
         # decoding sequences first (one token each), then prompt chunks with what is left
         live.sort(key=lambda s: len(s.live.pending) if s.live else 0)
         n = 0
-        outputs: list[_Slot] = []
+        outputs = 0
+        decode_only = True
         for slot in live:
             seq = slot.live
             assert seq is not None
             take = min(len(seq.pending), budget - n)
             if take <= 0:
                 continue
+            if seq.completion_tokens == 0:
+                decode_only = False
+            complete = take == len(seq.pending)
+            draft = self._draft(slot, seq, budget - n - take) if speculate and complete else []
             pos0 = len(slot.kv_tokens)
-            for j in range(take):
-                batch.token[n] = seq.pending[j]
+            for j, token in enumerate(seq.pending[:take] + draft):
+                batch.token[n] = token
                 batch.pos[n] = pos0 + j
                 batch.n_seq_id[n] = 1
                 batch.seq_id[n][0] = slot.seq_id
-                last = j == take - 1 and take == len(seq.pending)
-                batch.logits[n] = 1 if last else 0
+                wanted = complete and j >= take - 1
+                batch.logits[n] = 1 if wanted else 0
+                outputs += wanted
                 n += 1
-            if take == len(seq.pending):
-                outputs.append(slot)
-            rows.append((slot, take))
+            rows.append((slot, take, draft))
         batch.n_tokens = n
         status = llama_cpp.llama_decode(self._ctx, batch)
         if status == 1:
@@ -383,51 +414,121 @@ class BatchedEngine:
         if status != 0:
             raise WorkerError(f"llama_decode failed with status {status}")
         self._steps += 1
-        for slot, take in rows:
+        for slot, take, draft in rows:
             seq = slot.live
             assert seq is not None
             slot.kv_tokens.extend(seq.pending[:take])
+            slot.kv_tokens.extend(draft)
             if seq.completion_tokens == 0:
                 self._prefilled += take
             del seq.pending[:take]
         if not outputs:
             return
         logits_ptr = llama_cpp.llama_get_logits(self._ctx)
-        logits = np.ctypeslib.as_array(logits_ptr, shape=(len(outputs), self.n_vocab))
+        logits = np.ctypeslib.as_array(logits_ptr, shape=(outputs, self.n_vocab))
         now = time.perf_counter()
+        emitted = drafted = accepted = verified = 0
+        row = 0
         with self._cond:
-            for row, slot in enumerate(outputs):
-                self._advance(slot, logits[row], now)
+            for slot, _, draft in rows:
+                seq = slot.live
+                assert seq is not None
+                if seq.pending:
+                    continue  # a prompt chunk: no logits yet
+                before = seq.accepted_tokens
+                emitted += self._advance(slot, logits[row : row + len(draft) + 1], draft, now)
+                row += len(draft) + 1
+                if draft:
+                    drafted += len(draft)
+                    accepted += seq.accepted_tokens - before
+                    verified += 1
+        self.speculation.record(
+            speculative=speculate,
+            tokens=emitted,
+            seconds=time.perf_counter() - started,
+            drafted=drafted,
+            accepted=accepted,
+            verifications=verified,
+            measured=decode_only,
+        )
 
-    def _advance(self, slot: _Slot, logits: np.ndarray, now: float) -> None:
+    def _draft(self, slot: _Slot, seq: _Sequence, batch_room: int) -> list[int]:
+        """Tokens drafted for a decoding sequence, bounded by its token, context and batch room."""
+        if seq.completion_tokens == 0:
+            return []
+        limit = min(
+            self.speculation.config.num_pred_tokens,
+            batch_room,
+            seq.request.params.max_tokens - seq.completion_tokens - 1,
+            self.n_ctx_seq - len(slot.kv_tokens) - 3,
+        )
+        if limit <= 0:
+            return []
+        if seq.history is None:
+            prompt = seq.request.prompt_tokens
+            size = len(prompt) + seq.request.params.max_tokens + 1
+            seq.history = np.empty(size, dtype=np.int32)
+            seq.history[: len(prompt)] = prompt
+            seq.history_len = len(prompt)
+            # tokens generated before speculation started for this sequence
+            for token in slot.kv_tokens[len(prompt) :] + seq.pending:
+                seq.remember(token)
+        return self._drafter.propose(seq.history[: seq.history_len], limit)
+
+    def _advance(self, slot: _Slot, rows: np.ndarray, draft: list[int], now: float) -> int:
+        """Sample a sequence's next tokens from its rows of logits; returns tokens emitted.
+
+        Row i holds the distribution after the fed token and the first i drafted ones. Sampling
+        goes row by row and stops at the first sampled token that differs from the draft (that
+        token is the next input), so the sampled text is the same as without a draft.
+        """
         seq = slot.live
         assert seq is not None
-        if seq.request.aborted:
-            self._finish(slot, "abort")
-            return
-        sampled = seq.sampler.sample(logits)
-        slot.last_used = now
-        if llama_cpp.llama_vocab_is_eog(self._vocab, sampled.token):
-            self._finish(slot, "stop")
-            return
-        if seq.first_token_at == 0.0:
-            seq.first_token_at = now
-        seq.completion_tokens += 1
-        self._decoded += 1
-        if seq.logprobs is not None:
-            seq.logprobs.append(sampled)
-        delta = seq.text.push(self.piece(sampled.token))
-        if delta:
-            seq.request.on_delta(delta)
-        if seq.text.stopped:
-            self._finish(slot, "stop")
-        elif (
-            seq.completion_tokens >= seq.request.params.max_tokens
-            or len(slot.kv_tokens) + 1 >= self.n_ctx_seq
-        ):
-            self._finish(slot, "length")
-        else:
-            seq.pending.append(sampled.token)
+        emitted = 0
+        kept = 0  # drafted tokens whose cells stay in the cache
+        reason: FinishReason | None = "abort" if seq.request.aborted else None
+        base = len(slot.kv_tokens) - len(draft)  # cells up to and including the fed token
+        seq.drafted_tokens += len(draft)
+        if reason is None:
+            slot.last_used = now
+        for i in range(len(draft) + 1 if reason is None else 0):
+            sampled = seq.sampler.sample(rows[i])
+            if llama_cpp.llama_vocab_is_eog(self._vocab, sampled.token):
+                reason = "stop"
+                break
+            if seq.first_token_at == 0.0:
+                seq.first_token_at = now
+            seq.completion_tokens += 1
+            emitted += 1
+            self._decoded += 1
+            seq.remember(sampled.token)
+            matched = i < len(draft) and sampled.token == draft[i]
+            seq.accepted_tokens += matched
+            if seq.logprobs is not None:
+                seq.logprobs.append(sampled)
+            delta = seq.text.push(self.piece(sampled.token))
+            if delta:
+                seq.request.on_delta(delta)
+            if seq.text.stopped:
+                reason = "stop"
+            elif (
+                seq.completion_tokens >= seq.request.params.max_tokens
+                or base + i + 1 >= self.n_ctx_seq
+            ):
+                reason = "length"
+            elif matched:
+                kept += 1
+                continue
+            else:
+                seq.pending.append(sampled.token)
+            break
+        if kept < len(draft):
+            if not llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, base + kept, -1):
+                raise WorkerError("llama.cpp could not remove rejected draft tokens")
+            del slot.kv_tokens[base + kept :]
+        if reason is not None:
+            self._finish(slot, reason)
+        return emitted
 
     def _finish(self, slot: _Slot, reason: FinishReason) -> None:
         seq = slot.live
@@ -448,6 +549,8 @@ class BatchedEngine:
                 cached_prompt_tokens=seq.cached_tokens,
                 completion_tokens=seq.completion_tokens,
                 logprobs=seq.logprobs,
+                drafted_tokens=seq.drafted_tokens,
+                accepted_tokens=seq.accepted_tokens,
                 queued_s=seq.started_at - request.submitted_at,
                 first_token_s=(seq.first_token_at - request.submitted_at)
                 if seq.first_token_at

@@ -1,0 +1,295 @@
+"""Speculative decoding that stays on only while it pays: prompt-lookup drafts and a controller.
+
+Two backend-independent parts, used by the llama.cpp engine and usable by any worker that can
+verify drafted tokens:
+
+- `PromptLookup` proposes draft tokens for a sequence by finding the most recent earlier
+  occurrence of its last few tokens (an n-gram) in its own history (prompt plus generated text)
+  and proposing what followed it. Copy-heavy tasks (rewrite this code, quote the passage,
+  fill in the form) are full of such repeats.
+- `SpeculationController` decides, step by step, whether to speculate. In "on" and "off" it
+  only measures. In "adaptive" it runs in the mode that has measured better, probes the other
+  mode for one window every so often (less often each time a probe confirms the choice), and
+  switches when the other mode's goodput beats the current one by a margin (hysteresis).
+
+Goodput is completion tokens emitted per second of decode time. Because absolute throughput
+moves with the traffic (more live sequences, more tokens per second), a probe is compared with
+the window of the other mode just before it, and the decision rests on a smoothed ratio of
+those adjacent measurements rather than on two long-run averages taken under different loads.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SpeculationMode = Literal["off", "on", "adaptive"]
+SPECULATION_MODES: tuple[SpeculationMode, ...] = ("off", "on", "adaptive")
+
+
+class SpeculationConfig(BaseModel):
+    """How a worker speculates: the mode, the drafts, and the adaptive policy's windows."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: SpeculationMode = "adaptive"
+    """off: never draft; on: always draft; adaptive: draft while it measures faster."""
+    num_pred_tokens: int = Field(8, ge=1, le=64)
+    """Most tokens drafted for one sequence in one step."""
+    max_ngram_size: int = Field(3, ge=1, le=16)
+    """Longest n-gram of a sequence's tail looked up in its history (longest tried first)."""
+    min_ngram_size: int = Field(2, ge=1, le=16)
+    """Shortest n-gram worth a draft (single-token matches mostly draft noise)."""
+    window_steps: int = Field(16, ge=1)
+    """Decode steps in one measurement window."""
+    probe_every: int = Field(4, ge=1)
+    """Windows in the better mode before the other mode is probed again (the first interval)."""
+    max_probe_every: int = Field(64, ge=1)
+    """The interval doubles each time a probe confirms the current mode, up to this many."""
+    smoothing: float = Field(0.5, gt=0.0, le=1.0)
+    """Weight of the newest measurement in the exponentially weighted averages."""
+    hysteresis: float = Field(0.1, ge=0.0)
+    """Switch only when the other mode's goodput beats the current one by this fraction."""
+
+    @model_validator(mode="after")
+    def _check(self) -> SpeculationConfig:
+        if self.min_ngram_size > self.max_ngram_size:
+            raise ValueError("min_ngram_size must not exceed max_ngram_size")
+        if self.max_probe_every < self.probe_every:
+            raise ValueError("max_probe_every must be at least probe_every")
+        return self
+
+
+class SpeculationState(BaseModel):
+    """What a worker's speculation is doing and what it has measured."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: SpeculationMode
+    """The configured mode."""
+    preferred: Literal["on", "off"]
+    """The mode that measured better (the one run between probes)."""
+    speculating: bool
+    """Whether the worker drafts in the current window (the preferred mode, or a probe)."""
+    probing: bool
+    """True while adaptive mode measures the mode it does not prefer."""
+    goodput_on: float | None
+    """Smoothed completion tokens per second of decode time with speculation (None: unmeasured)."""
+    goodput_off: float | None
+    """The same without speculation."""
+    speedup: float | None
+    """Smoothed ratio of goodput with speculation to goodput without, from adjacent windows."""
+    drafted_tokens: int
+    accepted_tokens: int
+    acceptance_rate: float | None
+    """Accepted over drafted tokens."""
+    mean_accepted_length: float | None
+    """Drafted tokens accepted per verification (one sequence, one step, one draft)."""
+    verifications: int
+    steps_on: int
+    """Measured decode steps with speculation."""
+    steps_off: int
+    """Measured decode steps without."""
+    probes: int
+    switches: int
+    last_decision: str
+    """Why the controller is in its current mode."""
+
+
+class PromptLookup:
+    """Draft tokens from a sequence's own history (prompt-lookup decoding).
+
+    The last `n` tokens (n from `max_ngram_size` down to `min_ngram_size`) are searched for in
+    the earlier history; the tokens that followed the most recent earlier occurrence are the
+    draft. A deterministic drafter: the same history always gives the same draft.
+    """
+
+    def __init__(self, max_ngram_size: int = 3, min_ngram_size: int = 2) -> None:
+        self.max_ngram_size = max_ngram_size
+        self.min_ngram_size = min_ngram_size
+
+    def propose(self, history: np.ndarray, limit: int) -> list[int]:
+        """Up to `limit` tokens likely to follow `history` (1-D integer array); maybe none."""
+        length = int(history.shape[0])
+        if limit <= 0 or length < 2:
+            return []
+        for n in range(min(self.max_ngram_size, length - 1), self.min_ngram_size - 1, -1):
+            # candidate starts 0..length-n-1: an occurrence that is followed by at least a token
+            span = length - n
+            matches = history[:span] == history[length - n]
+            for k in range(1, n):
+                matches &= history[k : span + k] == history[length - n + k]
+            found = np.flatnonzero(matches)
+            if found.size:
+                start = int(found[-1]) + n
+                return [int(t) for t in history[start : start + limit]]
+        return []
+
+
+class _Window:
+    __slots__ = ("seconds", "steps", "tokens")
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.tokens = 0
+        self.seconds = 0.0
+
+
+class SpeculationController:
+    """Chooses, for every decode step, whether to speculate, and keeps the measurements.
+
+    Call `speculating` before a step and `record` after it. Thread-safe: `state` may be read
+    from any thread while the decode loop records.
+    """
+
+    def __init__(self, config: SpeculationConfig | None = None) -> None:
+        self.config = config or SpeculationConfig()
+        self._lock = threading.Lock()
+        mode = self.config.mode
+        self._preferred = mode == "on"
+        """The mode run between probes (adaptive starts with plain decoding)."""
+        self._active = self._preferred
+        self._probing = False
+        self._window = _Window()
+        self._last_goodput: dict[bool, float] = {}
+        """Goodput of the latest completed window of each mode."""
+        self._goodput: dict[bool, float] = {}
+        self._log_speedup: float | None = None
+        self._windows_since_probe = 0
+        self._probe_every = self.config.probe_every
+        self._steps = {True: 0, False: 0}
+        self._drafted = 0
+        self._accepted = 0
+        self._verifications = 0
+        self._probes = 0
+        self._switches = 0
+        self._reason = {
+            "off": "speculation is off",
+            "on": "speculation is on",
+            "adaptive": "measuring plain decoding first",
+        }[mode]
+
+    @property
+    def speculating(self) -> bool:
+        """Whether the next step should draft and verify."""
+        return self._active
+
+    def record(
+        self,
+        *,
+        speculative: bool,
+        tokens: int,
+        seconds: float,
+        drafted: int = 0,
+        accepted: int = 0,
+        verifications: int = 0,
+        measured: bool = True,
+    ) -> None:
+        """Account one step.
+
+        Args:
+            speculative: Whether the step ran with speculation on.
+            tokens: Completion tokens the step emitted, over all sequences.
+            seconds: Wall time of the step (drafting, forward pass, sampling).
+            drafted: Tokens drafted in the step.
+            accepted: Drafted tokens accepted.
+            verifications: Sequences whose draft was verified in the step.
+            measured: False for steps whose time is not decode time (prompt prefill in the
+                batch): they count drafts but not goodput.
+        """
+        with self._lock:
+            self._drafted += drafted
+            self._accepted += accepted
+            self._verifications += verifications
+            if not measured or speculative != self._active:
+                return
+            self._steps[speculative] += 1
+            window = self._window
+            window.steps += 1
+            window.tokens += tokens
+            window.seconds += seconds
+            if window.steps >= self.config.window_steps:
+                self._close_window()
+
+    def _close_window(self) -> None:
+        window, self._window = self._window, _Window()
+        mode = self._active
+        if window.seconds <= 0.0:
+            return
+        goodput = window.tokens / window.seconds
+        alpha = self.config.smoothing
+        previous = self._goodput.get(mode)
+        smoothed = goodput if previous is None else alpha * goodput + (1 - alpha) * previous
+        self._goodput[mode] = smoothed
+        if self._probing:
+            self._judge_probe(mode, goodput)
+        elif self.config.mode == "adaptive":
+            self._windows_since_probe += 1
+            if (not mode) not in self._last_goodput or (
+                self._windows_since_probe >= self._probe_every
+            ):
+                self._probing = True
+                self._probes += 1
+                self._active = not mode
+        self._last_goodput[mode] = goodput
+
+    def _judge_probe(self, probed: bool, goodput: float) -> None:
+        reference = self._last_goodput.get(not probed)
+        self._probing = False
+        self._windows_since_probe = 0
+        self._active = self._preferred
+        if reference is None or reference <= 0.0 or goodput <= 0.0:
+            return
+        on, off = (goodput, reference) if probed else (reference, goodput)
+        sample = math.log(on / off)
+        alpha = self.config.smoothing
+        previous = self._log_speedup
+        self._log_speedup = sample if previous is None else alpha * sample + (1 - alpha) * previous
+        speedup = math.exp(self._log_speedup)
+        margin = 1.0 + self.config.hysteresis
+        better = speedup > margin if not self._preferred else speedup * margin >= 1.0
+        if better == self._preferred:
+            self._probe_every = min(2 * self._probe_every, self.config.max_probe_every)
+            verdict = "on" if better else "off"
+            self._reason = f"kept {verdict}: speculation measured {speedup:.2f}x plain decoding"
+            return
+        self._preferred = better
+        self._active = better
+        self._switches += 1
+        self._probe_every = self.config.probe_every
+        self._reason = (
+            f"switched {'on' if better else 'off'}: speculation measured {speedup:.2f}x "
+            "plain decoding"
+        )
+
+    def state(self) -> SpeculationState:
+        with self._lock:
+            drafted, accepted, checks = self._drafted, self._accepted, self._verifications
+            log_speedup = self._log_speedup
+            return SpeculationState(
+                mode=self.config.mode,
+                preferred="on" if self._preferred else "off",
+                speculating=self._active,
+                probing=self._probing,
+                goodput_on=_rounded(self._goodput.get(True)),
+                goodput_off=_rounded(self._goodput.get(False)),
+                speedup=None if log_speedup is None else round(math.exp(log_speedup), 3),
+                drafted_tokens=drafted,
+                accepted_tokens=accepted,
+                acceptance_rate=round(accepted / drafted, 3) if drafted else None,
+                mean_accepted_length=round(accepted / checks, 3) if checks else None,
+                verifications=checks,
+                steps_on=self._steps[True],
+                steps_off=self._steps[False],
+                probes=self._probes,
+                switches=self._switches,
+                last_decision=self._reason,
+            )
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
