@@ -14,10 +14,9 @@ Request building and response parsing are pure functions, so they are tested wit
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Literal
 
-from threadloom.errors import ConfigError, MissingDependencyError, VerifierError
+from threadloom.errors import ConfigError, VerifierError
 from threadloom.types import Candidate, Problem, Score
 from threadloom.verifiers.base import StepAggregation, aggregate_steps
 from threadloom.verifiers.prm import split_steps
@@ -156,39 +155,56 @@ class HTTPProcessRewardModel(_PRMBase):
 class VLLMProcessRewardModel(_PRMBase):
     """A PRM hosted in this process by vLLM's pooling runner (needs the [vllm] extra).
 
+    Scores go through a `VLLMWorker` with runner="pooling" (vLLM's async engine, so concurrent
+    scoring calls share its batches): pass one with `worker`, or a `model` to start one.
+
     Args:
-        model: Hugging Face id or local folder of the PRM.
+        model: Hugging Face id or local folder of the PRM (when no `worker` is given).
+        worker: A VLLMWorker created with runner="pooling"; the caller closes it.
         fmt: "qwen" or "shepherd".
-        engine_args: Extra vLLM engine arguments (dtype, max_model_len, ...).
+        engine_args: Options of the worker started for `model`: VLLMConfig fields (dtype,
+            max_model_len, ...); other vLLM engine arguments (pooler_config, hf_overrides,
+            ...) go to its engine_kwargs.
     """
 
     def __init__(
         self,
-        model: str,
+        model: str | None = None,
         *,
+        worker: Any = None,
         fmt: PRMFormat = "qwen",
         aggregation: StepAggregation = "min",
         delimiter: str = "\n\n",
         engine_args: dict[str, Any] | None = None,
         name: str = "vllm-prm",
     ) -> None:
-        try:
-            import vllm
-        except ImportError:
-            raise MissingDependencyError.for_extra(
-                "vllm", "vllm", "VLLMProcessRewardModel"
-            ) from None
         self.fmt = fmt
         self.aggregation = aggregation
         self.delimiter = delimiter
         self.name = name
-        self._llm = vllm.LLM(model=model, runner="pooling", **(engine_args or {}))
-        self._lock = asyncio.Lock()
+        self._owns_worker = worker is None
+        if worker is None:
+            if model is None:
+                raise ConfigError("VLLMProcessRewardModel needs a model or a pooling worker")
+            worker = _pooling_worker(model, dict(engine_args or {}))
+        elif model is not None or engine_args:
+            raise ConfigError("give VLLMProcessRewardModel a worker or a model, not both")
+        self._worker = worker
 
     async def _rows(self, text: str) -> Any:
-        async with self._lock:  # the offline engine runs one batch at a time
-            outputs = await asyncio.to_thread(
-                self._llm.encode, [text], pooling_task="token_classify"
-            )
-        data = outputs[0].outputs.data
-        return data.tolist() if hasattr(data, "tolist") else data
+        return await self._worker.encode(text, task="token_classify")
+
+    async def aclose(self) -> None:
+        """Stop the engine this PRM started (a worker passed in is left running)."""
+        if self._owns_worker:
+            await self._worker.close()
+
+
+def _pooling_worker(model: str, engine_args: dict[str, Any]) -> Any:
+    from threadloom.workers.vllm import VLLMWorker
+    from threadloom.workers.vllm_config import VLLMConfig
+
+    named = {k: v for k, v in engine_args.items() if k in VLLMConfig.model_fields}
+    extra = {k: v for k, v in engine_args.items() if k not in VLLMConfig.model_fields}
+    named["engine_kwargs"] = {**named.get("engine_kwargs", {}), **extra}
+    return VLLMWorker(model, runner="pooling", **named)

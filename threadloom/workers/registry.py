@@ -1,4 +1,4 @@
-"""Worker kinds by name, resolved lazily: 'llamacpp[:PATH]', 'openai:URL', 'fake[:reply|reply]'."""
+"""Worker kinds by name, resolved lazily: 'llamacpp[:PATH]', 'vllm:MODEL', 'openai:URL', 'fake'."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from threadloom.errors import ConfigError
 from threadloom.workers.base import Worker
 
-WORKER_KINDS = ("llamacpp", "openai", "fake", "ray")
+WORKER_KINDS = ("llamacpp", "vllm", "openai", "fake", "ray")
 
 
 def make_worker(spec: str | Worker | None = None, **options: Any) -> Worker:
@@ -25,6 +25,10 @@ def make_worker(spec: str | Worker | None = None, **options: Any) -> Worker:
 
         script = tuple(argument.split("|")) if argument else ("42",)
         return FakeWorker(script, **options)
+    if kind == "vllm":
+        from threadloom.workers.vllm import VLLMWorker
+
+        return VLLMWorker(argument or options.pop("model", None), **options)
     if kind == "openai":
         from threadloom.workers.openai import OpenAIWorker
 
@@ -41,6 +45,7 @@ def make_worker(spec: str | Worker | None = None, **options: Any) -> Worker:
         return LlamaCppWorker(spec, **options)
     raise ConfigError(
         f"unknown worker {spec!r}; valid workers: {', '.join(WORKER_KINDS)} "
-        "(e.g. 'llamacpp', 'llamacpp:/path/model.gguf', 'openai:http://127.0.0.1:8000/v1', "
+        "(e.g. 'llamacpp', 'llamacpp:/path/model.gguf', 'vllm:Qwen/Qwen2.5-0.5B-Instruct', "
+        "'openai:http://127.0.0.1:8000/v1', "
         "'fake:reply one|reply two', 'ray:cluster.yaml')"
     )
