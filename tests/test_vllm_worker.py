@@ -99,6 +99,9 @@ def test_settings_map_to_engine_arguments() -> None:
         build_config("m", {"speculative_config": spec}, speculation=spec)
     with pytest.raises(ConfigError, match="needs a model"):
         build_config(None, {})
+    with pytest.raises(ConfigError, match="'adaptive' is not available on vLLM"):
+        build_config("m", {}, speculation="adaptive")
+    assert build_config("m", {}, speculation="off").speculative_config is None
 
 
 def test_missing_local_model_folder_fails_first() -> None:

@@ -204,6 +204,12 @@ def build_config(
             )
         return model
     data = dict(options)
+    if isinstance(speculation, str) and speculation != "off":
+        raise ConfigError(
+            f"speculation={speculation!r} is not available on vLLM, whose speculation is fixed "
+            "when its engine starts (no adaptive on/off); pass a speculative config such as "
+            "{'method': 'ngram', 'num_speculative_tokens': 4}, or 'off'"
+        )
     if speculation is not None and speculation != "off":
         if "speculative_config" in data:
             raise ConfigError("give speculation or speculative_config, not both")
