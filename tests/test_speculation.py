@@ -128,6 +128,18 @@ def test_probes_back_off_while_they_confirm_the_choice() -> None:
     assert state.preferred == "off"
 
 
+def test_a_sudden_drop_is_probed_at_once_not_after_the_backed_off_interval() -> None:
+    controller = adaptive(max_probe_every=64)
+    step = drive(controller, lambda on, _: 200.0 if on else 100.0, 3000)
+    assert controller.state().preferred == "on"
+    # probes have backed off to every 64 windows (256 steps); the drop is seen in a few windows
+    drop = step
+    while controller.state().preferred == "on":
+        step = drive(controller, lambda on, _: 40.0 if on else 100.0, 1, step)
+        assert step - drop <= 40
+    assert controller.state().switches == 2
+
+
 def test_the_ratio_of_adjacent_windows_ignores_load_changes() -> None:
     # the load (and with it absolute throughput) swings 5x every 50 steps; speculation always
     # costs half: comparing long-run averages from different loads would be fooled, adjacent
@@ -316,6 +328,26 @@ async def test_abort_with_speculation_leaves_a_consistent_cache(
     again = await worker.generate(request.model_copy(update={"params": params}))
     assert again.usage.cached_prompt_tokens == again.usage.prompt_tokens - 1
     assert again.usage.completion_tokens == 24 and again.finish_reason == "length"
+    assert_cache_matches_slots(worker)
+
+
+def test_a_request_whose_event_loop_closed_is_dropped(workers: Workers) -> None:
+    worker = workers["on"]
+    stream = worker.stream(chat(COPY_PROMPTS[0], temperature=0, max_tokens=300))
+    gone = asyncio.new_event_loop()
+    gone.run_until_complete(anext(stream))  # decoding has started; then the loop goes away
+    gone.close()
+
+    async def afterwards() -> None:
+        for _ in range(500):
+            if worker.stats()["live_sequences"] == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert worker.stats()["live_sequences"] == 0
+        ok = await worker.generate(chat("Say hi.", temperature=0, max_tokens=4))
+        assert ok.usage.completion_tokens >= 1
+
+    asyncio.run(afterwards())
     assert_cache_matches_slots(worker)
 
 

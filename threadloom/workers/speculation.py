@@ -9,7 +9,8 @@ verify drafted tokens:
   fill in the form) are full of such repeats.
 - `SpeculationController` decides, step by step, whether to speculate. In "on" and "off" it
   only measures. In "adaptive" it runs in the mode that has measured better, probes the other
-  mode for one window every so often (less often each time a probe confirms the choice), and
+  mode for one window every so often (less often each time a probe confirms the choice, and
+  at once when the current mode's goodput jumps or drops, a sign that the traffic changed), and
   switches when the other mode's goodput beats the current one by a margin (hysteresis).
 
 Goodput is completion tokens emitted per second of decode time. Because absolute throughput
@@ -48,8 +49,11 @@ class SpeculationConfig(BaseModel):
     """Decode steps in one measurement window."""
     probe_every: int = Field(4, ge=1)
     """Windows in the better mode before the other mode is probed again (the first interval)."""
-    max_probe_every: int = Field(64, ge=1)
+    max_probe_every: int = Field(32, ge=1)
     """The interval doubles each time a probe confirms the current mode, up to this many."""
+    change_threshold: float = Field(0.5, gt=0.0)
+    """A window whose goodput moves this fraction away from the running average of the windows
+    since the last probe marks a change in traffic: the other mode is probed at once."""
     smoothing: float = Field(0.5, gt=0.0, le=1.0)
     """Weight of the newest measurement in the exponentially weighted averages."""
     hysteresis: float = Field(0.1, ge=0.0)
@@ -161,6 +165,8 @@ class SpeculationController:
         self._log_speedup: float | None = None
         self._windows_since_probe = 0
         self._probe_every = self.config.probe_every
+        self._baseline: float | None = None
+        """Smoothed goodput of the preferred mode's windows since the last probe."""
         self._steps = {True: 0, False: 0}
         self._drafted = 0
         self._accepted = 0
@@ -229,8 +235,18 @@ class SpeculationController:
             self._judge_probe(mode, goodput)
         elif self.config.mode == "adaptive":
             self._windows_since_probe += 1
-            if (not mode) not in self._last_goodput or (
-                self._windows_since_probe >= self._probe_every
+            baseline = self._baseline
+            self._baseline = (
+                goodput if baseline is None else alpha * goodput + (1 - alpha) * baseline
+            )
+            bound = 1.0 + self.config.change_threshold
+            changed = baseline is not None and not 1.0 / bound <= goodput / baseline <= bound
+            if changed:
+                self._probe_every = self.config.probe_every
+            if (
+                changed
+                or (not mode) not in self._last_goodput
+                or self._windows_since_probe >= self._probe_every
             ):
                 self._probing = True
                 self._probes += 1
@@ -241,6 +257,7 @@ class SpeculationController:
         reference = self._last_goodput.get(not probed)
         self._probing = False
         self._windows_since_probe = 0
+        self._baseline = None
         self._active = self._preferred
         if reference is None or reference <= 0.0 or goodput <= 0.0:
             return
