@@ -202,11 +202,13 @@ class LlamaCppWorker:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
-        def on_delta(text: str) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, text)
+        def deliver(item: str | EngineOutput | BaseException) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the caller's event loop is closed: nobody reads this request
+                self._engine.abort(request.request_id)
 
-        def on_done(outcome: EngineOutput | BaseException) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, outcome)
+        on_delta = on_done = deliver
 
         self._engine.submit(
             EngineRequest(
