@@ -10,7 +10,7 @@ verify drafted tokens:
 - `SpeculationController` decides, step by step, whether to speculate. In "on" and "off" it
   only measures. In "adaptive" it runs in the mode that has measured better, probes the other
   mode for one window every so often (less often each time a probe confirms the choice, and
-  at once when the current mode's goodput jumps or drops, a sign that the traffic changed), and
+  soon after the current mode's goodput jumps or drops, a sign that the traffic changed), and
   switches when the other mode's goodput beats the current one by a margin (hysteresis).
 
 Goodput is completion tokens emitted per second of decode time. Because absolute throughput
@@ -53,7 +53,7 @@ class SpeculationConfig(BaseModel):
     """The interval doubles each time a probe confirms the current mode, up to this many."""
     change_threshold: float = Field(0.5, gt=0.0)
     """A window whose goodput moves this fraction away from the running average of the windows
-    since the last probe marks a change in traffic: the other mode is probed at once."""
+    since the last probe marks a change in traffic: the other mode is probed two windows on."""
     smoothing: float = Field(0.5, gt=0.0, le=1.0)
     """Weight of the newest measurement in the exponentially weighted averages."""
     hysteresis: float = Field(0.1, ge=0.0)
@@ -134,13 +134,22 @@ class PromptLookup:
         return []
 
 
+_STALL_FACTOR = 4.0
+"""A step slower than this many times its window's median step counts as that (a stall of the
+machine, e.g. another process taking the cores, is not a property of either mode)."""
+
+
 class _Window:
-    __slots__ = ("seconds", "steps", "tokens")
+    __slots__ = ("seconds", "tokens")
 
     def __init__(self) -> None:
-        self.steps = 0
         self.tokens = 0
-        self.seconds = 0.0
+        self.seconds: list[float] = []
+
+    def goodput(self) -> float:
+        times = np.asarray(self.seconds)
+        total = float(np.minimum(times, _STALL_FACTOR * float(np.median(times))).sum())
+        return self.tokens / total if total > 0.0 else 0.0
 
 
 class SpeculationController:
@@ -215,18 +224,17 @@ class SpeculationController:
                 return
             self._steps[speculative] += 1
             window = self._window
-            window.steps += 1
             window.tokens += tokens
-            window.seconds += seconds
-            if window.steps >= self.config.window_steps:
+            window.seconds.append(seconds)
+            if len(window.seconds) >= self.config.window_steps:
                 self._close_window()
 
     def _close_window(self) -> None:
         window, self._window = self._window, _Window()
         mode = self._active
-        if window.seconds <= 0.0:
+        goodput = window.goodput()
+        if goodput <= 0.0:
             return
-        goodput = window.tokens / window.seconds
         alpha = self.config.smoothing
         previous = self._goodput.get(mode)
         smoothed = goodput if previous is None else alpha * goodput + (1 - alpha) * previous
@@ -242,11 +250,12 @@ class SpeculationController:
             bound = 1.0 + self.config.change_threshold
             changed = baseline is not None and not 1.0 / bound <= goodput / baseline <= bound
             if changed:
+                # probe after one more window, so that the probe is compared with a window
+                # wholly of the new traffic
                 self._probe_every = self.config.probe_every
-            if (
-                changed
-                or (not mode) not in self._last_goodput
-                or self._windows_since_probe >= self._probe_every
+                self._windows_since_probe = self._probe_every - 1
+            elif (not mode) not in self._last_goodput or (
+                self._windows_since_probe >= self._probe_every
             ):
                 self._probing = True
                 self._probes += 1
