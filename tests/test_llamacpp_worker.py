@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from threadloom import ContextLengthError, GenerationRequest, ModelNotFoundError, SamplingParams
-from threadloom.types import ChatMessage
+from threadloom.types import ChatMessage, Completion
 from threadloom.workers.llamacpp import LlamaCppWorker
 
 
@@ -54,10 +54,17 @@ async def test_logprobs_are_returned(llama_worker: LlamaCppWorker) -> None:
     assert "".join(t.token for t in out.logprobs).strip() == out.text.strip()
 
 
-async def test_seeded_sampling_reproduces(llama_worker: LlamaCppWorker) -> None:
-    a = await llama_worker.generate(chat("Name a fruit.", temperature=1.0, max_tokens=12, seed=11))
-    b = await llama_worker.generate(chat("Name a fruit.", temperature=1.0, max_tokens=12, seed=11))
-    assert a.text == b.text
+async def test_seeded_sampling_reproduces() -> None:
+    # Exact reproduction needs the same batch shapes: llama.cpp picks other kernels for bigger
+    # batches, and adaptive speculation changes a sequence's batch from step to step.
+    worker = LlamaCppWorker(n_ctx=1024, n_slots=2, speculation="off")
+    try:
+        request = chat("Name a fruit.", temperature=1.0, max_tokens=12, seed=11)
+        a = await worker.generate(request)
+        b = await worker.generate(request.model_copy(update={"request_id": "again"}))
+        assert a.text == b.text
+    finally:
+        await worker.close()
 
 
 async def test_streaming_deltas_add_up_to_the_text(llama_worker: LlamaCppWorker) -> None:
@@ -73,20 +80,27 @@ async def test_streaming_deltas_add_up_to_the_text(llama_worker: LlamaCppWorker)
 
 
 async def test_abort_stops_decoding_within_a_few_tokens(llama_worker: LlamaCppWorker) -> None:
-    request = chat("Write a very long essay about the history of Rome.", max_tokens=400, seed=4)
-    task = asyncio.create_task(llama_worker.generate(request))
-    while (
-        llama_worker.stats()["live_sequences"] == 0 or llama_worker.stats()["decoded_tokens"] == 0
-    ):
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.2)
+    request = chat("Count from 1 to 300, separated by commas.", temperature=0, max_tokens=400)
+    started = asyncio.Event()
+    final: list[Completion] = []
+
+    async def consume() -> None:
+        async for delta in llama_worker.stream(request):
+            if delta.text:
+                started.set()
+            if delta.completion is not None:
+                final.append(delta.completion)
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(started.wait(), timeout=60)
     before = llama_worker.stats()["decoded_tokens"]
     assert await llama_worker.abort(request.request_id)
-    completion = await task
+    await task
     after = llama_worker.stats()["decoded_tokens"]
-    assert completion.finish_reason == "abort"
-    assert completion.usage.completion_tokens < 400
-    assert after - before <= 2
+    assert final and final[0].finish_reason == "abort"
+    assert final[0].usage.completion_tokens < 400
+    # a step in flight may finish, with its drafted tokens when speculation is on
+    assert after - before <= 2 + 16
 
 
 async def test_cancelling_the_caller_aborts_the_request(llama_worker: LlamaCppWorker) -> None:
