@@ -113,3 +113,5 @@ def test_cli_workers_lists_the_bundled_model() -> None:
     flat = "".join(proc.stdout.split())
     assert "SmolLM2-135M-Instruct.Q4_1.gguf" in flat
     assert "llamacpp" in proc.stdout
+    for kind in ("vllm:MODEL", "openai:URL", "(extra[ray])", "[vllm-cpu]"):
+        assert kind in flat

