@@ -43,7 +43,7 @@ class _Rule(BaseModel):
 
     def check(self, text: str) -> tuple[bool, str]:
         """Whether `text` follows the rule, and why (or why not)."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: every rule overrides it
 
 
 class BulletCount(_Rule):
