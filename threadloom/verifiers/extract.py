@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from fractions import Fraction
 
@@ -14,6 +15,14 @@ _ANSWER_LINE = re.compile(
 _SHORT_ANSWER_CHARS = 80
 """'auto' reads the last number only from replies this short; longer text is the answer."""
 _CODE_BLOCK = re.compile(r"```(?:[a-zA-Z0-9_+-]*)\n(.*?)(?:```|\Z)", re.DOTALL)
+
+MAX_NUMBER_CHARS = 1000
+"""Longest text read as a number; a longer digit run is not an answer anybody can check."""
+MAX_EXPONENT = 1000
+"""Largest |exponent| read in '1e5' notation: `Fraction('1e999999999')` would compute for hours."""
+_NUMBER_LITERAL = re.compile(
+    r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE](?P<exponent>[-+]?\d+))?|[-+]?\d+/\d+"
+)
 
 
 def extract_boxed(text: str) -> str | None:
@@ -53,22 +62,39 @@ def extract_last_number(text: str) -> str | None:
 
 
 def normalize_number(raw: str) -> str | None:
+    """A canonical spelling of a number: '1,234.50' -> '1234.5', '6/8' -> '3/4'."""
     cleaned = raw.replace(",", "").replace("$", "").replace(" ", "")
     value = parse_number(cleaned)
     if value is None:
         return None
     if value.denominator == 1:
         return str(value.numerator)
-    as_float = float(value)
+    exact = f"{value.numerator}/{value.denominator}"
     if "/" in cleaned:
-        return f"{value.numerator}/{value.denominator}"
+        return exact
+    try:
+        as_float = float(value)
+    except OverflowError:
+        return exact
+    if as_float == 0.0 or math.isinf(as_float):
+        return exact  # too small or too large for a float: keep it exact
     return repr(as_float)
 
 
 def parse_number(text: str) -> Fraction | None:
-    """An exact number from '42', '-3.5', '3/4', '1,000'; None if it is not one."""
+    """An exact number from '42', '-3.5', '3/4', '1,000', '2e3'; None if it is not one.
+
+    Bounded for hostile input: text longer than `MAX_NUMBER_CHARS` or an exponent beyond
+    `MAX_EXPONENT` is not a number, so no answer can make the conversion compute for long.
+    """
     cleaned = text.strip().replace(",", "").replace("$", "").rstrip(".")
-    if not cleaned:
+    if not cleaned or len(cleaned) > MAX_NUMBER_CHARS:
+        return None
+    literal = _NUMBER_LITERAL.fullmatch(cleaned)
+    if literal is None:
+        return None
+    exponent = literal.group("exponent")
+    if exponent is not None and abs(int(exponent)) > MAX_EXPONENT:
         return None
     try:
         return Fraction(cleaned)

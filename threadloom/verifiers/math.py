@@ -2,20 +2,26 @@
 
 math-verify bounds its parsing and checking with SIGALRM, which only works in a process's main
 thread. Each check therefore runs in a worker process (where it is the main thread), and the
-orchestrator adds its own wall-clock limit on top.
+orchestrator adds its own wall-clock limit on top. SIGALRM cannot interrupt a long C call (a
+huge integer power in a hostile answer), so a check that overruns that limit has its worker
+processes killed and the pool replaced: later checks never queue behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import multiprocessing
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from threadloom.errors import MissingDependencyError
 from threadloom.types import Candidate, Problem, Score
 from threadloom.verifiers.base import passed
 from threadloom.verifiers.extract import extract_boxed
+
+logger = logging.getLogger(__name__)
 
 
 def _check(gold: str, output: str) -> tuple[bool, str]:
@@ -60,8 +66,39 @@ class MathVerifier:
 
     async def _run(self, *args: Any) -> tuple[bool, str]:
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor(), _check, *args)
-        return await asyncio.wait_for(future, self.timeout_s)
+        for attempt in range(2):
+            pool = self._executor()
+            future = loop.run_in_executor(pool, _check, *args)
+            try:
+                return await asyncio.wait_for(future, self.timeout_s)
+            except TimeoutError:
+                logger.warning("a math check overran %ss: killing its worker process",
+                               self.timeout_s)
+                self._kill_pool(pool)
+                raise
+            except (BrokenProcessPool, asyncio.CancelledError):
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # this check itself was cancelled
+                if pool is self._pool:
+                    self._kill_pool(pool)  # broke on its own: the next check gets a fresh one
+                    raise BrokenProcessPool("the math-verify worker process died") from None
+                if attempt:
+                    raise BrokenProcessPool("the math-verify pool was replaced twice") from None
+                # another check's timeout killed the pool under this one: run it again
+        raise AssertionError("unreachable")
+
+    def _kill_pool(self, pool: concurrent.futures.ProcessPoolExecutor) -> None:
+        """Kill the pool's worker processes (a check may be stuck in C) and forget the pool."""
+        if self._pool is pool:
+            self._pool = None
+        # ProcessPoolExecutor has no public way to stop a running task; its processes are
+        # reachable only through this private mapping (stable since Python 3.8)
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.kill()
 
     async def score(self, problem: Problem, candidate: Candidate) -> Score:
         output = candidate.text
@@ -70,7 +107,7 @@ class MathVerifier:
             answer = boxed or candidate.answer
             if not answer:
                 return passed(False, "no final answer found")
-            return Score(value=1.0, passed=None, detail=f"gives {answer} (no reference)")
+            return Score(value=1.0, passed=None, detail=f"gives {answer[:80]} (no reference)")
         # math-verify reads the last answer it can find; point it at the boxed one if present
         target = f"\\boxed{{{boxed}}}" if boxed else output
         try:
@@ -82,6 +119,6 @@ class MathVerifier:
         return passed(ok, detail)
 
     def close(self) -> None:
+        """Stop the worker processes, including one still inside a check."""
         if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+            self._kill_pool(self._pool)

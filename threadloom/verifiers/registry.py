@@ -6,7 +6,7 @@ from importlib import import_module
 from typing import Any
 
 from threadloom.errors import ConfigError
-from threadloom.verifiers.base import Verifier
+from threadloom.verifiers.base import Verifier, make_total
 
 VERIFIERS: dict[str, str] = {
     "numeric": "threadloom.verifiers.numeric:NumericVerifier",
@@ -24,9 +24,17 @@ _NEEDS_ARGUMENT = {"regex": "regex:^\\d+$", "contains": "contains:Paris,France"}
 
 
 def make_verifier(spec: str | Verifier, **options: Any) -> Verifier:
-    """Build a verifier from 'name' or 'name:argument', or pass an instance through."""
+    """Build a verifier from 'name' or 'name:argument', or pass an instance through.
+
+    Either way its `score` is made total (see `make_total`): an untyped exception raised on a
+    hostile answer becomes a failed Score instead of ending the run.
+    """
     if not isinstance(spec, str):
-        return spec
+        return make_total(spec)
+    return make_total(_build(spec, **options))
+
+
+def _build(spec: str, **options: Any) -> Verifier:
     name, _, argument = spec.partition(":")
     name = name.strip().lower().replace("_", "-")
     target = VERIFIERS.get(name)

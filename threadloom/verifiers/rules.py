@@ -318,7 +318,7 @@ def _find_json_object(text: str) -> dict[str, Any] | None:
     for source in sources:
         try:
             value = json.loads(source.strip())
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: '[' nested past the stack
             continue
         if isinstance(value, dict):
             return value
@@ -326,7 +326,7 @@ def _find_json_object(text: str) -> dict[str, Any] | None:
     for match in itertools.islice(re.finditer(r"\{", text), _MAX_JSON_STARTS):
         try:
             value, _ = decoder.raw_decode(text, match.start())
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(value, dict):
             return value

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from threadloom.types import AnswerFormat, Candidate
 from threadloom.verifiers.extract import parse_number
 
 _SPACES = re.compile(r"\s+")
+_DECIMAL_KEY_BITS = 332
+"""Numbers with more bits than this (about 100 digits) are keyed in hex: cheap and unbounded."""
 
 
 def answer_key(answer: str | None, answer_format: AnswerFormat = "text") -> str | None:
@@ -26,9 +29,17 @@ def answer_key(answer: str | None, answer_format: AnswerFormat = "text") -> str 
     if answer_format != "code":
         number = parse_number(text)
         if number is not None:
-            return f"#{number}"
+            return number_key(number)
         text = text.lower()
     return _SPACES.sub(" " if answer_format == "code" else "", text)
+
+
+def number_key(number: Fraction) -> str:
+    """The vote key of a number: '#42', '#3/4'; huge values in hex ('#0x…') so that no decimal
+    conversion of a model-written digit run can be slow or hit Python's digit limit."""
+    if max(number.numerator.bit_length(), number.denominator.bit_length()) <= _DECIMAL_KEY_BITS:
+        return f"#{number}"
+    return f"#{number.numerator:#x}/{number.denominator:#x}"
 
 
 @dataclass
