@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 from threadloom.errors import BudgetExhausted
-from threadloom.orchestrator.context import RunContext
+from threadloom.orchestrator.arguments import check_run_arguments
+from threadloom.orchestrator.context import OnError, RunContext
 from threadloom.orchestrator.trace import EventSink, ThoughtGraph
 from threadloom.strategies.base import Strategy
 from threadloom.strategies.registry import make_strategy
@@ -16,6 +17,9 @@ from threadloom.verifiers.base import Verifier
 from threadloom.verifiers.registry import make_verifier
 from threadloom.workers.base import Worker
 from threadloom.workers.registry import make_worker
+
+RUN_GRACE_S = 0.15
+"""How long past its deadline a strategy may take to return what it has."""
 
 _FORMAT_FOR_VERIFIER: dict[str, AnswerFormat] = {
     "numeric": "number",
@@ -52,12 +56,28 @@ def as_problem(
 async def execute(
     ctx: RunContext, strategy: Strategy, inputs: list[Candidate] | None = None
 ) -> Result:
-    """Run one strategy in a context and package the Result."""
+    """Run one strategy in a context and package the Result.
+
+    The run's wall-time budget is a deadline: generations and verifications in flight at that
+    moment are aborted and the strategy returns what it has (truncated). A strategy that has not
+    returned within `RUN_GRACE_S` of the deadline is cancelled outright. Whether the strategy
+    returns or raises, nothing it started is left running on a worker.
+    """
     started = time.perf_counter()
+    left = ctx.budget.time_left_s()
+    limit = asyncio.timeout(None if left is None else left + RUN_GRACE_S)
     try:
-        candidates = await strategy.run(ctx, inputs or [])
+        async with limit:
+            candidates = await strategy.run(ctx, inputs or [])
     except BudgetExhausted:
         candidates = []
+    except TimeoutError:
+        if not limit.expired():
+            raise
+        ctx.budget.hit_deadline()
+        candidates = []
+    finally:
+        await asyncio.shield(ctx.cancel())
     ctx.usage.wall_time_s = time.perf_counter() - started
     best = candidates[0] if candidates else None
     ctx.trace.emit("result", answer=best.answer if best else None, truncated=ctx.truncated)
@@ -86,6 +106,7 @@ async def arun(
     budget: Budget | None = None,
     seed: int | None = None,
     on_event: EventSink | None = None,
+    on_error: OnError = "fail",
     **strategy_options: Any,
 ) -> Result:
     """Solve one problem with a strategy and return the Result.
@@ -104,11 +125,21 @@ async def arun(
         budget: Limits on generations, tokens, verifier calls and wall time.
         seed: Makes sampling reproducible (per-sample seeds are drawn from it).
         on_event: Called with every trace event (dicts), e.g. to write JSONL or show progress.
+        on_error: When one sample's worker fails: "fail" aborts the others and raises; "keep"
+            drops the failed sample and goes on with the rest.
         **strategy_options: Options for the strategy, e.g. n=8.
 
     Returns:
         The chosen answer, all candidates best first, usage and the thought-graph trace.
+
+    Raises:
+        ConfigError: An argument is wrong (an empty prompt, a worker that is not one,
+            parameters out of range); nothing has been loaded or run.
     """
+    params, budget = check_run_arguments(
+        problem, worker=worker, reference=reference, system=system,
+        answer_format=answer_format, params=params, budget=budget,
+    )
     judge = make_verifier(verifier) if verifier is not None else None
     chosen = make_strategy(strategy, **strategy_options)
     the_problem = as_problem(
@@ -127,6 +158,7 @@ async def arun(
             budget=budget,
             trace=ThoughtGraph(on_event),
             seed=seed,
+            on_error=on_error,
         )
         return await execute(ctx, chosen)
     finally:
