@@ -91,7 +91,7 @@ def test_split_steps() -> None:
 async def test_self_judge_scores_each_step_and_caches() -> None:
     worker = JudgeWorker()
     prm = SelfJudgePRM(worker=worker)
-    scores = await prm.score_steps_counted(Q, ["6 * 7 = 42", "so it is wrong 41"])
+    scores = await prm.judge_steps(Q, ["6 * 7 = 42", "so it is wrong 41"], prm.direct_calls())
     assert scores.scores[0] == pytest.approx(0.8 / 0.9)
     assert scores.scores[1] == pytest.approx(0.15 / 0.95)
     assert scores.calls == 2 and scores.tokens > 0
@@ -100,7 +100,8 @@ async def test_self_judge_scores_each_step_and_caches() -> None:
     first, second = worker.prompts
     shared = first.split("\n\nIs step")[0]
     assert second.startswith(shared)
-    again = await prm.score_steps_counted(Q, ["6 * 7 = 42", "so it is wrong 41", "Answer: 42"])
+    steps = ["6 * 7 = 42", "so it is wrong 41", "Answer: 42"]
+    again = await prm.judge_steps(Q, steps, prm.direct_calls())
     assert again.calls == 1  # the first two came from the cache
     assert again.scores[:2] == scores.scores
 
@@ -128,10 +129,16 @@ def test_self_judge_is_a_registered_verifier() -> None:
     assert isinstance(make_verifier("self-judge"), SelfJudgePRM)
 
 
-async def test_run_attaches_the_worker_to_the_self_judge() -> None:
+async def test_the_run_lends_its_worker_to_the_self_judge_through_the_context() -> None:
     worker = tl.FakeWorker(["Yes"])
     result = await tl.arun(Q, "best-of-n", n=2, worker=worker, verifier="self-judge")
     assert all(c.score_value("self-judge") is not None for c in result.candidates)
+    # every judge pass is a node of the thought graph, hung under the candidate it judged
+    judges = [n for n in result.trace.nodes if n.kind == "judge"]
+    assert len(judges) == result.usage.verifier_calls == 2
+    parents = {e.source for e in result.trace.edges if e.target in {j.id for j in judges}}
+    assert parents == {c.node_id for c in result.candidates}
+    assert len(worker.requests) == 2 + 2  # two samples, two judge passes
 
 
 # ----- vLLM pooling formats ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Budget enforcement: checks a Usage against a Budget before work starts."""
+"""Budget enforcement: admission against a Budget, reservations for work in flight, deadlines."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from threadloom.types import Budget, Completion, Usage
 class BudgetTracker:
     """Tracks spending against limits. Several trackers (run, node) can watch one Usage each.
 
-    `charge_*` methods are called before the work starts and raise `BudgetExhausted` when the
-    limit is already reached; work in flight is allowed to finish.
+    Work is admitted before it starts (`begin_generation`, `begin_verifier_call`), which raises
+    `BudgetExhausted` when a limit is reached and otherwise reserves what the work may spend, so
+    concurrent work never overshoots. A wall-time limit is a deadline: `deadline()` tells the
+    context when to abort what is still in flight.
     """
 
     def __init__(self, budget: Budget | None, usage: Usage, parent: BudgetTracker | None = None):
@@ -24,6 +26,7 @@ class BudgetTracker:
         """The first limit that was hit, if any."""
         self._running_generations = 0
         self._reserved_tokens = 0
+        self._reserved_verifier_calls = 0
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started
@@ -52,9 +55,17 @@ class BudgetTracker:
             except BudgetExhausted as exc:
                 raise self._hit(exc.limit) from None
 
+    def hit_deadline(self) -> None:
+        """Record that the wall-time limit ended the work in flight (marks the run truncated)."""
+        self._hit(f"wall time {self._wall_limit_name()}s")
+
     def check_verifier_call(self) -> None:
+        """Raise if no verifier call may start (calls in flight count as spent)."""
         b = self.budget
-        if b.max_verifier_calls is not None and self.usage.verifier_calls >= b.max_verifier_calls:
+        if (
+            b.max_verifier_calls is not None
+            and self.usage.verifier_calls + self._reserved_verifier_calls >= b.max_verifier_calls
+        ):
             raise self._hit(f"{b.max_verifier_calls} verifier calls")
         if b.max_wall_time_s is not None and self.elapsed_s() >= b.max_wall_time_s:
             raise self._hit(f"wall time {b.max_wall_time_s}s")
@@ -81,6 +92,21 @@ class BudgetTracker:
             tracker._reserved_tokens += granted
             tracker = tracker.parent
         return granted
+
+    def begin_verifier_call(self) -> None:
+        """Admit one verifier call (a rule check or one model pass of a judge) and reserve it
+        up the chain of trackers; raises BudgetExhausted when none is left."""
+        self.check_verifier_call()
+        tracker: BudgetTracker | None = self
+        while tracker is not None:
+            tracker._reserved_verifier_calls += 1
+            tracker = tracker.parent
+
+    def end_verifier_call(self) -> None:
+        tracker: BudgetTracker | None = self
+        while tracker is not None:
+            tracker._reserved_verifier_calls -= 1
+            tracker = tracker.parent
 
     def end_generation(self, granted: int) -> None:
         tracker: BudgetTracker | None = self
@@ -122,6 +148,14 @@ class BudgetTracker:
             if above is not None:
                 left = above if left is None else min(left, above)
         return left
+
+    def _wall_limit_name(self) -> str:
+        tracker: BudgetTracker | None = self
+        while tracker is not None:
+            if tracker.budget.max_wall_time_s is not None:
+                return str(tracker.budget.max_wall_time_s)
+            tracker = tracker.parent
+        return "?"
 
     def time_left_s(self) -> float | None:
         left: float | None = None

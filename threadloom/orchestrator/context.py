@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import random
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Literal, TypeVar
 
-from threadloom.errors import BudgetExhausted, ConfigError
+from threadloom.errors import BudgetExhausted, ConfigError, ThreadloomError, WorkerError
 from threadloom.orchestrator.budget import BudgetTracker
+from threadloom.orchestrator.generation import GenerationGuard
 from threadloom.orchestrator.trace import ThoughtGraph
 from threadloom.types import (
     Budget,
@@ -20,12 +21,25 @@ from threadloom.types import (
     Problem,
     SamplingParams,
     Score,
-    TokenUsage,
     Usage,
 )
-from threadloom.verifiers.base import Verifier
+from threadloom.verifiers.base import (
+    ProcessVerifier,
+    StepAggregation,
+    Verifier,
+    aggregate_steps,
+    failed_score,
+)
 from threadloom.verifiers.extract import extract_answer
+from threadloom.verifiers.judging import ModelVerifier, StepScores
 from threadloom.workers.base import StreamDelta, Worker
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+OnError = Literal["fail", "keep"]
+"""What a failed sample does to its siblings: `fail` aborts them all and raises; `keep` drops
+the failed sample and keeps the others (raising only when every sample failed)."""
 
 
 class RunContext:
@@ -33,6 +47,9 @@ class RunContext:
 
     A context is a cancellation scope: `cancel()` aborts every generation it (or a child made by
     `fork()`) has in flight, on the worker, so no compute is spent on answers nobody will read.
+    Every model call goes through it, the judge passes of process reward models included: each is
+    admitted against the budget, aborted at the budget's deadline or when its scope is
+    cancelled, and recorded in the thought graph.
     """
 
     def __init__(
@@ -46,17 +63,15 @@ class RunContext:
         budget: Budget | None = None,
         trace: ThoughtGraph | None = None,
         seed: int | None = None,
+        on_error: OnError = "fail",
         _parent: RunContext | None = None,
         _root_node: str | None = None,
     ) -> None:
+        if on_error not in ("fail", "keep"):
+            raise ConfigError(f"on_error must be 'fail' or 'keep', not {on_error!r}")
         self.problem = problem
         self.pool = pool
         self.verifiers: dict[str, Verifier] = dict(verifiers or {})
-        for judge in self.verifiers.values():
-            # model-based verifiers (process reward models) judge with the run's worker
-            attach = getattr(judge, "attach", None)
-            if callable(attach):
-                attach(pool)
         if default_verifier is not None and default_verifier not in self.verifiers:
             raise ConfigError(f"default verifier {default_verifier!r} is not among the verifiers")
         self.default_verifier = default_verifier
@@ -68,10 +83,14 @@ class RunContext:
         self.budget: BudgetTracker = BudgetTracker(
             budget, self.usage, _parent.budget if _parent is not None else None
         )
+        self.on_error: OnError = on_error
         self.parent = _parent
         self.children: list[RunContext] = []
-        self._in_flight: set[str] = set()
-        self.cancelled = False
+        self._in_flight: dict[str, Worker] = {}
+        """Request id -> the worker running it (judges may run on their own worker)."""
+        self._calls: set[asyncio.Task[Any]] = set()
+        """Model calls other than generations (pooling, HTTP scoring) running in this scope."""
+        self.cancelled: bool = _parent.cancelled if _parent is not None else False
         self.root_node = _root_node or self.trace.add(
             "prompt", label=(problem.prompt or problem.chat()[-1].content)[:80]
         )
@@ -104,6 +123,7 @@ class RunContext:
             budget=budget,
             trace=self.trace,
             seed=self.rng.getrandbits(32) if seed is None else seed,
+            on_error=self.on_error,
             _parent=self,
             _root_node=root_node or self.root_node,
         )
@@ -111,12 +131,20 @@ class RunContext:
         return child
 
     async def cancel(self) -> int:
-        """Abort every in-flight generation of this scope and its children; returns the count."""
+        """Abort every in-flight model call of this scope and its children; returns the count.
+
+        Nothing new starts in a cancelled scope: later requests are refused as BudgetExhausted.
+        """
         self.cancelled = True
-        ids = list(self._in_flight)
-        results = await asyncio.gather(*(self.pool.abort(i) for i in ids))
+        running = list(self._in_flight.items())
+        for task in self._calls:
+            task.cancel()
+        results = await asyncio.gather(
+            *(worker.abort(rid) for rid, worker in running), return_exceptions=True
+        )
         nested = await asyncio.gather(*(c.cancel() for c in self.children))
-        return sum(results) + sum(nested)
+        aborted = sum(1 for r in results if r is True)
+        return aborted + len(self._calls) + sum(nested)
 
     @property
     def truncated(self) -> bool:
@@ -161,6 +189,11 @@ class RunContext:
             request = request.model_copy(update={"params": params})
         return request, granted
 
+    def _deadline(self) -> float | None:
+        """The event-loop time at which this scope's wall-time budget runs out, if any."""
+        left = self.budget.time_left_s()
+        return None if left is None else asyncio.get_running_loop().time() + left
+
     async def generate(
         self,
         request: GenerationRequest,
@@ -195,69 +228,145 @@ class RunContext:
             yield item
 
     async def _stream(
-        self, request: GenerationRequest, *, parent: str | None, label: str, edge: str | None
+        self,
+        request: GenerationRequest,
+        *,
+        parent: str | None,
+        label: str,
+        edge: str | None,
+        judge_worker: Worker | None = None,
+        judging: bool = False,
     ) -> AsyncIterator[tuple[StreamDelta, str]]:
-        request, granted = self._admit(request)
+        if judging:
+            if self.cancelled:
+                raise BudgetExhausted("scope cancelled")
+            self.budget.begin_verifier_call()
+            granted = request.params.max_tokens
+        else:
+            request, granted = self._admit(request)
+        worker = judge_worker or self.pool
+        rid = request.request_id
         edge_kind = edge or ("continue" if request.prefix else "fork")
         node = self.trace.add(
-            "generation",
+            "judge" if judging else "generation",
             label=label,
             parents=[(parent or self.root_node, edge_kind)],
-            request_id=request.request_id,
+            request_id=rid,
             prefix_chars=len(request.prefix),
         )
-        self._in_flight.add(request.request_id)
-        finished = False
-        deltas = 0
+        self._in_flight[rid] = worker
+        guard = GenerationGuard(
+            worker, request, granted, self._deadline(), on_deadline=self.budget.hit_deadline
+        )
+        completion: Completion | None = None
         try:
-            async for delta in self.pool.stream(request):
+            async for delta in guard.run():
                 if delta.text:
-                    deltas += 1
                     self.trace.emit("delta", id=node, text=delta.text)
                 if delta.completion is not None:
-                    finished = True
                     completion = delta.completion
-                    self.budget.record(completion)
-                    self.trace.update(
-                        node,
-                        text=completion.text,
-                        finish_reason=completion.finish_reason,
-                        prompt_tokens=completion.usage.prompt_tokens,
-                        cached_prompt_tokens=completion.usage.cached_prompt_tokens,
-                        completion_tokens=completion.usage.completion_tokens,
-                        worker=completion.worker_id,
-                        seconds=round(completion.timings.total_s, 4),
-                    )
-                    if completion.attempts > 1:
-                        self.trace.update(
-                            node,
-                            attempts=completion.attempts,
-                            failed_workers=list(completion.failed_workers),
-                        )
-                    if completion.drafted_tokens:
-                        self.trace.update(
-                            node,
-                            drafted_tokens=completion.drafted_tokens,
-                            accepted_tokens=completion.accepted_tokens,
-                        )
+                    self._account(completion, node, judging=judging, cut=guard.discarded_tokens)
                 yield delta, node
         finally:
-            self._in_flight.discard(request.request_id)
-            self.budget.end_generation(granted)
-            if not finished:
-                # the caller went away mid-generation: abort it, and count what it decoded
-                # (streamed deltas, about one per token) so usage stays honest
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.pool.abort(request.request_id))
-                self.budget.record(
-                    Completion(
-                        text="",
-                        finish_reason="abort",
-                        usage=TokenUsage(completion_tokens=deltas),
-                        request_id=request.request_id,
-                    )
-                )
-                self.trace.update(node, finish_reason="abort", completion_tokens=deltas)
+            del self._in_flight[rid]
+            if judging:
+                self.budget.end_verifier_call()
+            else:
+                self.budget.end_generation(granted)
+            if completion is None:
+                # the caller went away mid-generation: abort it and count what it decoded
+                completion = await asyncio.shield(guard.abandon())
+                self._account(completion, node, judging=judging, cut=0)
+
+    def _account(self, completion: Completion, node: str, *, judging: bool, cut: int) -> None:
+        """Charge a finished (or aborted) model call to the budget and record it in the trace."""
+        usage = completion.usage
+        if judging:
+            read = usage.prompt_tokens - usage.cached_prompt_tokens + usage.completion_tokens
+            self.budget.record_verifier_call(1, max(0, read))
+        else:
+            self.budget.record(completion)
+        self.trace.update(
+            node,
+            text=completion.text,
+            finish_reason=completion.finish_reason,
+            prompt_tokens=usage.prompt_tokens,
+            cached_prompt_tokens=usage.cached_prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            worker=completion.worker_id,
+            seconds=round(completion.timings.total_s, 4),
+        )
+        if cut:
+            self.trace.update(node, discarded_tokens=cut)
+        if completion.attempts > 1:
+            self.trace.update(
+                node, attempts=completion.attempts, failed_workers=list(completion.failed_workers)
+            )
+        if completion.drafted_tokens:
+            self.trace.update(
+                node,
+                drafted_tokens=completion.drafted_tokens,
+                accepted_tokens=completion.accepted_tokens,
+            )
+
+    async def judge_generate(
+        self,
+        request: GenerationRequest,
+        *,
+        worker: Worker | None = None,
+        parent: str | None = None,
+        label: str = "judge",
+    ) -> Completion:
+        """One generation for a verifier (a judge pass), charged as a verifier call.
+
+        Raises BudgetExhausted when the verifier budget refuses it, or when it was aborted
+        (cancelled scope, deadline): an aborted judge pass has nothing to read.
+        """
+        final: Completion | None = None
+        async for delta, _ in self._stream(
+            request, parent=parent, label=label, edge="score", judge_worker=worker, judging=True
+        ):
+            if delta.completion is not None:
+                final = delta.completion
+        if final is None or final.finish_reason == "abort":
+            raise BudgetExhausted("judge call aborted")
+        return final
+
+    async def judge_call(
+        self, work: Callable[[], Awaitable[T]], *, parent: str | None = None, label: str = "judge"
+    ) -> T:
+        """A verifier's model call that is not a generation (a pooling or HTTP scoring call),
+        admitted as a verifier call, cancelled with this scope and cut at its deadline."""
+        if self.cancelled:
+            raise BudgetExhausted("scope cancelled")
+        self.budget.begin_verifier_call()
+        node = self.trace.add("judge", label=label, parents=[(parent or self.root_node, "score")])
+        task = asyncio.ensure_future(work())
+        self._calls.add(task)
+        try:
+            limit = asyncio.timeout(self.budget.time_left_s())
+            try:
+                async with limit:
+                    result = await asyncio.shield(task)
+            except TimeoutError:
+                task.cancel()
+                if not limit.expired():
+                    raise
+                self.budget.hit_deadline()
+                self.trace.update(node, finish_reason="abort")
+                raise BudgetExhausted("judge call cut at the deadline") from None
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    task.cancel()
+                    raise  # our caller was cancelled, not the scope
+                self.trace.update(node, finish_reason="abort")
+                raise BudgetExhausted("scope cancelled") from None
+        finally:
+            self._calls.discard(task)
+            self.budget.end_verifier_call()
+        self.budget.record_verifier_call(1, 0)
+        self.trace.update(node, finish_reason="stop")
+        return result
 
     def candidate(
         self, completion: Completion, node_id: str | None, *, prefix: str = ""
@@ -294,8 +403,15 @@ class RunContext:
         label: str = "sample",
         **overrides: Any,
     ) -> list[Candidate]:
-        """Draw up to `n` samples concurrently; those refused by the budget are left out."""
+        """Draw up to `n` samples concurrently; those refused by the budget are left out.
+
+        A sample whose worker fails is handled by the scope's `on_error` policy: with "fail"
+        every sibling still running is aborted and the error raised; with "keep" the failed
+        sample is dropped (the error is raised only when no sample succeeded). Either way no
+        generation is left running when this returns or raises.
+        """
         request = self.request(prefix=prefix, params=params, **overrides)
+        failures: list[BaseException] = []
 
         async def one(i: int) -> Candidate | None:
             fresh = request.model_copy(update={"request_id": f"{request.request_id}-{i}"})
@@ -303,10 +419,19 @@ class RunContext:
                 completion, node = await self.generate(fresh, parent=parent, label=f"{label} {i}")
             except BudgetExhausted:
                 return None
+            except (WorkerError, OSError) as exc:
+                if self.on_error == "fail":
+                    raise
+                logger.warning("sample %d failed and is left out: %s", i, exc)
+                failures.append(exc)
+                return None
             return self.candidate(completion, node, prefix=prefix)
 
-        results = await asyncio.gather(*(one(i) for i in range(n)))
-        return [c for c in results if c is not None]
+        results = await gather_or_cancel(*(one(i) for i in range(n)))
+        candidates = [c for c in results if c is not None]
+        if failures and not candidates and len(failures) == n:
+            raise failures[0]
+        return candidates
 
     # ----- verification -------------------------------------------------------------------
 
@@ -325,17 +450,27 @@ class RunContext:
     async def score(self, candidate: Candidate, verifier: str | None = None) -> Score | None:
         """Score a candidate with the named (or default) verifier; stores it on the candidate.
 
-        Returns None when no verifier is configured or the verifier budget is spent.
+        Returns None when no verifier is configured, or the verifier budget, the deadline or a
+        cancelled scope refused the call. A verifier that raises an untyped exception on the
+        candidate scores it as failed instead of ending the run.
         """
         judge = self.verifier(verifier)
         if judge is None:
             return None
         try:
-            self.budget.check_verifier_call()
+            if isinstance(judge, ModelVerifier):
+                calls = RunModelCalls(self, candidate.node_id)
+                result = await judge.judge(self.problem, candidate, calls)
+            else:
+                result = await self._verifier_call(lambda: judge.score(self.problem, candidate))
+                self.budget.record_verifier_call(result.calls, result.tokens)
         except BudgetExhausted:
             return None
-        result = await judge.score(self.problem, candidate)
-        self.budget.record_verifier_call(result.calls, result.tokens)
+        except ThreadloomError:
+            raise
+        except Exception as exc:
+            logger.warning("verifier %s raised %s; scored as failed", judge.name, exc)
+            result = failed_score(judge.name, exc)
         candidate.scores[judge.name] = result
         if candidate.node_id:
             self.trace.add(
@@ -349,5 +484,112 @@ class RunContext:
             )
         return result
 
+    async def _verifier_call(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run one verification that calls no model as an admitted verifier call, cut at the
+        deadline; the caller records what it cost."""
+        if self.cancelled:
+            raise BudgetExhausted("scope cancelled")
+        self.budget.begin_verifier_call()
+        limit = asyncio.timeout(self.budget.time_left_s())
+        try:
+            async with limit:
+                return await work()
+        except TimeoutError:
+            if not limit.expired():
+                raise  # the verifier's own timeout, not the deadline
+            self.budget.hit_deadline()
+            raise BudgetExhausted("verification cut at the deadline") from None
+        finally:
+            self.budget.end_verifier_call()
+
     async def score_all(self, candidates: list[Candidate], verifier: str | None = None) -> None:
-        await asyncio.gather(*(self.score(c, verifier) for c in candidates))
+        await gather_or_cancel(*(self.score(c, verifier) for c in candidates))
+
+    def process_verifier(self, name: str) -> ProcessVerifier:
+        """The named process verifier (a PRM), built and registered for the run if needed."""
+        from threadloom.verifiers.registry import make_verifier
+
+        judge = self.verifiers.get(name)
+        if judge is None:
+            judge = make_verifier(name)
+            self.verifiers[name] = judge
+        if not isinstance(judge, ProcessVerifier):
+            raise ConfigError(
+                f"verifier {name!r} cannot score steps; use a process reward model such as "
+                "self-judge"
+            )
+        return judge
+
+    async def score_steps(
+        self,
+        steps: list[str],
+        verifier: str,
+        *,
+        parent: str | None = None,
+        aggregation: StepAggregation = "min",
+    ) -> StepScores | None:
+        """Score each step with a process verifier; None when the budget refused the work.
+
+        Args:
+            steps: The steps of one (partial) solution, in order.
+            verifier: The process verifier's name.
+            parent: Trace node of the solution the steps belong to.
+            aggregation: How the trace shows the steps' scores as one value.
+        """
+        judge = self.process_verifier(verifier)
+        try:
+            if isinstance(judge, ModelVerifier):
+                result = await judge.judge_steps(self.problem, steps, RunModelCalls(self, parent))
+            else:
+                scores = await self._verifier_call(
+                    lambda: judge.score_steps(self.problem, steps)
+                )
+                self.budget.record_verifier_call(1, 0)
+                result = StepScores(scores=list(scores), calls=1, tokens=0)
+        except BudgetExhausted:
+            return None
+        if parent:
+            value = aggregate_steps(result.scores, aggregation)
+            self.trace.add(
+                "score",
+                label=f"{verifier}={value:.3g}",
+                parents=[(parent, "score")],
+                verifier=verifier,
+                value=value,
+                step_scores=list(result.scores),
+            )
+        return result
+
+
+class RunModelCalls:
+    """The `ModelCalls` a run lends a model-based verifier: calls through the run context."""
+
+    def __init__(self, ctx: RunContext, parent: str | None) -> None:
+        self._ctx = ctx
+        self._parent = parent
+
+    async def generate(
+        self, request: GenerationRequest, *, worker: Worker | None = None, label: str = "judge"
+    ) -> Completion:
+        return await self._ctx.judge_generate(
+            request, worker=worker, parent=self._parent, label=label
+        )
+
+    async def call(self, work: Callable[[], Awaitable[T]], *, label: str = "judge") -> T:
+        return await self._ctx.judge_call(work, parent=self._parent, label=label)
+
+
+async def gather_or_cancel(*aws: Awaitable[T]) -> list[T]:
+    """Await all, in order; on the first failure cancel the rest, wait for them, and raise.
+
+    Cancelled siblings abort their generations on the worker (see `RunContext._stream`), so
+    nothing keeps running after the error.
+    """
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from threadloom.errors import BudgetExhausted, ConfigError
+from threadloom.errors import BudgetExhausted
 from threadloom.strategies.base import Strategy
 from threadloom.types import Candidate
 from threadloom.verifiers.base import StepAggregation, aggregate_steps
 from threadloom.verifiers.extract import extract_answer_line, extract_boxed
-from threadloom.verifiers.registry import make_verifier
 from threadloom.verifiers.voting import vote
 
 if TYPE_CHECKING:
@@ -76,22 +75,6 @@ class StepSearch(Strategy):
         system = STEP_SYSTEM if not ctx.problem.system else f"{ctx.problem.system}\n\n{STEP_SYSTEM}"
         return ctx.fork(problem=ctx.problem.model_copy(update={"system": system}))
 
-    def judge(self, ctx: RunContext) -> Any:
-        existing = ctx.verifiers.get(self.prm)
-        if existing is not None:
-            return existing
-        judge = make_verifier(self.prm)
-        if not hasattr(judge, "score_steps"):
-            raise ConfigError(
-                f"verifier {self.prm!r} cannot score steps; use a process reward model such "
-                "as self-judge"
-            )
-        attach = getattr(judge, "attach", None)
-        if callable(attach):
-            attach(ctx.pool)
-        ctx.verifiers[self.prm] = judge
-        return judge
-
     async def extend(self, ctx: RunContext, partial: Partial, *, key: str | None = None,
                      label: str = "step") -> Partial:
         """One more step of `partial` (raises BudgetExhausted before starting if spent)."""
@@ -118,24 +101,11 @@ class StepSearch(Strategy):
         """Fill in the PRM scores of the partial's steps (new steps only cost PRM calls)."""
         if not partial.steps or len(partial.scores) == len(partial.steps):
             return partial
-        judge = self.judge(ctx)
-        try:
-            ctx.budget.check_verifier_call()
-        except BudgetExhausted:
-            return partial  # left unscored: its value counts the steps judged so far
-        counted = getattr(judge, "score_steps_counted", None)
-        if callable(counted):
-            result = await counted(ctx.problem, partial.steps)
-            scores, calls, tokens = result.scores, result.calls, result.tokens
-        else:
-            scores = await judge.score_steps(ctx.problem, partial.steps)
-            calls, tokens = 1, 0  # one request scores every step
-        ctx.budget.record_verifier_call(calls, tokens)
-        partial.scores = list(scores)
-        if partial.node_id:
-            ctx.trace.add("score", label=f"{self.prm}={partial.value(self.aggregation):.3g}",
-                          parents=[(partial.node_id, "score")], verifier=self.prm,
-                          value=partial.value(self.aggregation), step_scores=partial.scores)
+        result = await ctx.score_steps(partial.steps, self.prm, parent=partial.node_id,
+                                      aggregation=self.aggregation)
+        if result is not None:
+            partial.scores = list(result.scores)
+        # refused by the budget: left unscored, its value counts the steps judged so far
         return partial
 
     async def step_and_score(self, ctx: RunContext, partial: Partial, *,

@@ -14,12 +14,13 @@ Request building and response parsing are pure functions, so they are tested wit
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any, Literal
 
 from threadloom.errors import ConfigError, VerifierError
-from threadloom.types import Candidate, Problem, Score
-from threadloom.verifiers.base import StepAggregation, aggregate_steps
-from threadloom.verifiers.prm import split_steps
+from threadloom.types import Problem
+from threadloom.verifiers.base import StepAggregation
+from threadloom.verifiers.judging import ModelCalls, ModelVerifier, StepScores
 
 PRMFormat = Literal["qwen", "shepherd"]
 
@@ -81,27 +82,26 @@ def pooling_rows(response: dict[str, Any]) -> Any:
         ) from None
 
 
-class _PRMBase:
+class _PRMBase(ModelVerifier):
     fmt: PRMFormat
     aggregation: StepAggregation
     delimiter: str
     name: str
 
+    @abstractmethod
     async def _rows(self, text: str) -> Any:
-        raise NotImplementedError  # abstract
+        """The PRM's per-token rows for one input."""
 
-    async def score_steps(self, problem: Problem, steps: list[str]) -> list[float]:
+    async def judge_steps(
+        self, problem: Problem, steps: list[str], model: ModelCalls
+    ) -> StepScores:
+        """One pooling call scores every step (the run admits it as one verifier call)."""
         question = problem.prompt or problem.chat()[-1].content
-        rows = await self._rows(build_prm_input(self.fmt, question, steps))
-        return parse_step_probabilities(self.fmt, rows, len(steps))
-
-    async def score(self, problem: Problem, candidate: Candidate) -> Score:
-        steps = candidate.steps or split_steps(candidate.text, self.delimiter)
-        if not steps:
-            return Score(value=0.0, passed=False, detail="no steps to judge")
-        scores = await self.score_steps(problem, steps)
-        return Score(value=aggregate_steps(scores, self.aggregation),
-                     detail=f"{self.aggregation} of {len(scores)} step scores")
+        text = build_prm_input(self.fmt, question, steps)
+        rows = await model.call(lambda: self._rows(text), label=f"{self.name} {len(steps)} steps")
+        return StepScores(
+            scores=parse_step_probabilities(self.fmt, rows, len(steps)), calls=1, tokens=0
+        )
 
 
 class HTTPProcessRewardModel(_PRMBase):
