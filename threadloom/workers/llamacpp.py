@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +28,7 @@ from threadloom.types import (
     TokenLogprob,
     TokenUsage,
 )
+from threadloom.unicode_text import replace_lone_surrogates
 from threadloom.workers.base import StreamDelta, WorkerCapabilities
 from threadloom.workers.models import BUNDLED_NAME, bundled_model_path, resolve_model_path
 from threadloom.workers.speculation import (
@@ -45,6 +48,7 @@ except ImportError as exc:  # pragma: no cover - llama-cpp-python is a core depe
 from threadloom.workers.llamacpp_engine import BatchedEngine, EngineOutput, EngineRequest
 
 _DONE = object()
+logger = logging.getLogger(__name__)
 
 
 class LlamaCppWorker:
@@ -164,9 +168,69 @@ class LlamaCppWorker:
         )
         return rendered + request.prefix
 
-    def tokenize(self, text: str) -> list[int]:
-        add_bos = not (self._bos and text.startswith(self._bos))
-        return list(self._llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+    def tokenize(
+        self, text: str, *, special: bool = True, add_bos: bool | None = None
+    ) -> list[int]:
+        """Token ids of `text`.
+
+        Args:
+            text: Any string; a lone surrogate (undecodable input) is read as U+FFFD.
+            special: Read control-token text such as '<|im_end|>' as the control token. Only
+                for text the caller wrote as a template, never for message contents.
+            add_bos: Put the BOS token first (if the model uses one); by default when the
+                text does not already start with it.
+        """
+        if add_bos is None:
+            add_bos = not (self._bos and text.startswith(self._bos))
+        data = replace_lone_surrogates(text).encode("utf-8")
+        return list(self._llama.tokenize(data, add_bos=add_bos, special=special))
+
+    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
+        """The prompt's token ids. Control tokens come only from the chat template (or from a
+        plain-text request's own text): message contents and the assistant prefix are tokenized
+        as text, so a message that spells '<|im_end|>' cannot end its turn or open another."""
+        if request.text is not None:
+            return self.tokenize(request.text) + self._plain_tokens(request.prefix)
+        if self._template is None:
+            return self.tokenize(self.render(request))  # render raises: chat needs a template
+        pieces = self._template_pieces(request)
+        if pieces is None:
+            logger.warning(
+                "the chat template of %s changes message contents; tokenizing the rendered "
+                "prompt as a whole (control-token text in messages is not neutralized)",
+                self.model_path.name,
+            )
+            return self.tokenize(self.render(request))
+        head, *rest = pieces
+        tokens = self.tokenize(head)
+        for content, template_text in zip(rest[::2], rest[1::2], strict=True):
+            tokens += self._plain_tokens(content)
+            tokens += self.tokenize(template_text, add_bos=False)
+        return tokens + self._plain_tokens(request.prefix)
+
+    def _plain_tokens(self, text: str) -> list[int]:
+        return self.tokenize(text, special=False, add_bos=False) if text else []
+
+    def _template_pieces(self, request: GenerationRequest) -> list[str] | None:
+        """The rendered prompt as [template, content 0, template, content 1, ..., template],
+        or None when the template does not copy each content through unchanged."""
+        assert self._template is not None
+        messages = [m.model_dump() for m in request.messages or ()]
+        tag = uuid.uuid4().hex
+        markers = [f"\ue000{tag}:{i}\ue001" for i in range(len(messages))]
+        for message, marker in zip(messages, markers, strict=True):
+            message["content"] = marker
+        rendered = self._template.render(
+            messages=messages, add_generation_prompt=True, bos_token=self._bos, eos_token=self._eos
+        )
+        parts = re.split(f"\ue000{tag}:(\\d+)\ue001", rendered)
+        order = [int(i) for i in parts[1::2]]
+        if order != list(range(len(messages))):
+            return None
+        pieces = [parts[0]]
+        for index, template_text in zip(order, parts[2::2], strict=True):
+            pieces += [str((request.messages or ())[index].content), template_text]
+        return pieces
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -174,7 +238,7 @@ class LlamaCppWorker:
         return self._llama.detokenize([token], special=True).decode("utf-8", errors="replace")
 
     def _encode(self, request: GenerationRequest) -> list[int]:
-        tokens = self.tokenize(self.render(request))
+        tokens = self.prompt_tokens(request)
         limit = self._engine.n_ctx_seq
         if len(tokens) >= limit:
             raise ContextLengthError(
