@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+from rich.text import Text
 from rich.tree import Tree
 
 from threadloom.errors import ConfigError
@@ -21,10 +22,15 @@ def graph_tree(plan: Graph) -> Tree:
         for source in node.inputs:
             graph.add_edge(source, name)
     root = Tree(
-        f"[bold]strategy graph[/] ({len(plan.nodes)} nodes, result from [green]{plan.sink}[/])"
+        Text.assemble(
+            ("strategy graph", "bold"),
+            f" ({len(plan.nodes)} nodes, result from ",
+            (plan.sink, "green"),
+            ")",
+        )
     )
 
-    def label(name: str) -> str:
+    def label(name: str) -> Text:
         node = plan.nodes[name]
         tags = []
         if node.map:
@@ -33,8 +39,10 @@ def graph_tree(plan: Graph) -> Tree:
             tags.append("join")
         if graph.out_degree(name) > 1:
             tags.append("fork")
-        suffix = f" [dim]({', '.join(tags)})[/]" if tags else ""
-        return f"[bold]{name}[/]: {node.strategy.label()}{suffix}"
+        line = Text.assemble((name, "bold"), ": ", node.strategy.label())
+        if tags:
+            line.append(f" ({', '.join(tags)})", style="dim")
+        return line
 
     def add(parent: Tree, name: str, seen: set[str]) -> None:
         branch = parent.add(label(name))
@@ -50,70 +58,126 @@ def graph_tree(plan: Graph) -> Tree:
 
 
 def read_trace_events(path: Path) -> list[dict[str, Any]]:
+    """The events of a JSONL trace file (bytes that are not UTF-8 read as U+FFFD).
+
+    Raises:
+        ConfigError: The file is missing, or a line is not a JSON object.
+    """
     if not path.is_file():
         raise ConfigError(f"trace file not found: {path}")
     events = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
+                event = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
                 raise ConfigError(f"{path}:{number} is not a JSON event line") from None
+            if not isinstance(event, dict):
+                raise ConfigError(f"{path}:{number} is not a JSON object (a trace event)")
+            events.append(event)
     return events
 
 
 def trace_tree(events: list[dict[str, Any]], max_text: int = 70) -> Tree:
-    """The thought graph recorded in trace events, as a tree from each prompt."""
-    graph: nx.DiGraph = nx.DiGraph()
-    for event in events:
-        if event.get("event") == "node":
-            graph.add_node(
-                event["id"],
-                kind=event["kind"],
-                label=event.get("label", ""),
-                data=dict(event.get("data", {})),
-            )
-            for parent, edge in event.get("parents", []):
-                graph.add_edge(parent, event["id"], kind=edge)
-        elif event.get("event") == "update" and event["id"] in graph:
-            graph.nodes[event["id"]]["data"].update(event.get("data", {}))
-        elif event.get("event") == "edge":
-            graph.add_edge(event["source"], event["target"], kind=event["kind"])
-    answers = [e.get("answer") for e in events if e.get("event") == "result"]
-    root = Tree(
-        f"[bold]thought graph[/] ({graph.number_of_nodes()} nodes)"
-        + (f" · answer: [green]{answers[-1]}[/]" if answers else "")
-    )
+    """The thought graph recorded in trace events, as a tree from each prompt.
 
-    def describe(node_id: str) -> str:
+    Every string from the trace (model text, labels, answers) is shown as plain text, so text
+    that looks like markup prints as written; malformed events are skipped.
+    """
+    graph = _thought_graph(events)
+    answers = [e.get("answer") for e in events if e.get("event") == "result"]
+    title = Text.assemble(("thought graph", "bold"), f" ({graph.number_of_nodes()} nodes)")
+    if answers:
+        title.append(" · answer: ")
+        title.append(_plain(answers[-1]), style="green")
+    root = Tree(title)
+
+    def describe(node_id: str) -> Text:
         attrs = graph.nodes[node_id]
         data = attrs["data"]
-        parts = [f"[bold]{attrs['kind']}[/] {attrs['label']}"]
+        line = Text.assemble((_plain(attrs["kind"]), "bold"), " ", _plain(attrs["label"]))
         if "completion_tokens" in data:
-            parts.append(f"[dim]{data['completion_tokens']} tok, {data.get('finish_reason')}[/]")
+            line.append(" · ")
+            line.append(
+                f"{_plain(data['completion_tokens'])} tok, {_plain(data.get('finish_reason'))}",
+                style="dim",
+            )
         if "value" in data:
-            parts.append(f"[cyan]{data.get('verifier')}={data['value']:.3g}[/]")
-        text = " ".join(str(data.get("text", "")).split())
+            line.append(" · ")
+            line.append(f"{_plain(data.get('verifier'))}={_number(data['value'])}", style="cyan")
+        text = " ".join(_plain(data.get("text", "")).split())
         if text:
-            parts.append(f"“{text[:max_text]}{'…' if len(text) > max_text else ''}”")
-        return " · ".join(parts)
+            line.append(f" · “{text[:max_text]}{'…' if len(text) > max_text else ''}”")
+        return line
 
     placed: set[str] = set()
 
     def add(parent: Tree, node_id: str, edge: str) -> None:
-        prefix = f"[magenta]{edge}[/] " if edge else ""
+        line = Text.assemble((edge, "magenta"), " ") if edge else Text()
         if node_id in placed:
-            parent.add(f"{prefix}[dim]→ {node_id} (shown above)[/]")
+            line.append(f"→ {node_id} (shown above)", style="dim")
+            parent.add(line)
             return
         placed.add(node_id)
+        line.append_text(describe(node_id))
         parents = graph.in_degree(node_id)
-        joined = f" [dim](joins {parents})[/]" if parents > 1 else ""
-        branch = parent.add(f"{prefix}{describe(node_id)}{joined} [dim]{node_id}[/]")
+        if parents > 1:
+            line.append(f" (joins {parents})", style="dim")
+        line.append(f" {node_id}", style="dim")
+        branch = parent.add(line)
         for child in graph.successors(node_id):
-            add(branch, child, graph.edges[node_id, child]["kind"])
+            add(branch, child, _plain(graph.edges[node_id, child].get("kind", "")))
 
     for start in [n for n in graph.nodes if graph.in_degree(n) == 0]:
         add(root, start, "")
     return root
+
+
+def _thought_graph(events: list[dict[str, Any]]) -> nx.DiGraph:
+    """The graph the events describe; an event missing its ids is ignored."""
+    graph: nx.DiGraph = nx.DiGraph()
+
+    def ensure(node_id: str) -> None:
+        if node_id not in graph:
+            graph.add_node(node_id, kind="?", label="", data={})
+
+    for event in events:
+        kind = event.get("event")
+        if kind == "node" and event.get("id") is not None:
+            node_id = _plain(event["id"])
+            data = event.get("data")
+            ensure(node_id)
+            graph.nodes[node_id].update(
+                kind=_plain(event.get("kind", "?")),
+                label=_plain(event.get("label", "")),
+                data=dict(data) if isinstance(data, dict) else {},
+            )
+            parents = event.get("parents")
+            for link in parents if isinstance(parents, list) else []:
+                if isinstance(link, list | tuple) and len(link) == 2:
+                    ensure(_plain(link[0]))
+                    graph.add_edge(_plain(link[0]), node_id, kind=_plain(link[1]))
+        elif kind == "update" and _plain(event.get("id")) in graph:
+            data = event.get("data")
+            if isinstance(data, dict):
+                graph.nodes[_plain(event["id"])]["data"].update(data)
+        elif kind == "edge" and event.get("source") is not None and event.get("target") is not None:
+            source, target = _plain(event["source"]), _plain(event["target"])
+            ensure(source)
+            ensure(target)
+            graph.add_edge(source, target, kind=_plain(event.get("kind", "")))
+    return graph
+
+
+def _plain(value: object) -> str:
+    """Any trace value as a string to show (None as '')."""
+    return "" if value is None else str(value)
+
+
+def _number(value: object) -> str:
+    """A score for display: 3 significant digits, or the value as written if not a number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.3g}"
+    return _plain(value)

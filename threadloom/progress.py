@@ -1,4 +1,8 @@
-"""Live display of a run from its trace events: one line per active branch, the leading answer."""
+"""Live display of a run from its trace events: one line per active branch, the leading answer.
+
+Labels, model text and answers are shown as `Text`, never parsed as markup: a model that writes
+'[/INST]' must not break the display.
+"""
 
 from __future__ import annotations
 
@@ -72,7 +76,7 @@ class LiveRun:
 
     def _render(self) -> Group:
         now = time.perf_counter()
-        table = Table(title=self.title, expand=True, show_edge=False, pad_edge=False)
+        table = Table(title=Text(self.title), expand=True, show_edge=False, pad_edge=False)
         table.add_column("branch", no_wrap=True, max_width=22)
         table.add_column("state", no_wrap=True)
         table.add_column("tokens", justify="right")
@@ -83,9 +87,9 @@ class LiveRun:
         for branch in (active + recent)[:_MAX_ROWS]:
             end = branch.ended or now
             rate = branch.tokens / max(end - branch.started, 1e-3)
-            state = branch.finish or "[green]running[/]"
+            state = Text(branch.finish) if branch.finish else Text("running", style="green")
             tail = " ".join(branch.text.split())[-80:]
-            table.add_row(branch.label, state, str(branch.tokens), f"{rate:.0f}", tail)
+            table.add_row(Text(branch.label), state, str(branch.tokens), f"{rate:.0f}", Text(tail))
         done = sum(b.finish is not None for b in self.branches.values())
         tokens = sum(b.tokens for b in self.branches.values())
         elapsed = now - self._t0

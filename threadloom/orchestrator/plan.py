@@ -92,7 +92,13 @@ def load_plan(path: str | Path) -> Graph:
     source = Path(path)
     if not source.is_file():
         raise ConfigError(f"plan file not found: {source}")
-    text = source.read_text(encoding="utf-8")
+    try:
+        text = source.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{source} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+            f"{exc.start}); save the plan as UTF-8"
+        ) from None
     try:
         data = json.loads(text) if source.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
