@@ -9,8 +9,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from threadloom.errors import ConfigError, ThreadloomError
+from threadloom.errors import ConfigError
+from threadloom.evaluation.fingerprint import RunFingerprint, describe_worker, make_fingerprint
 from threadloom.evaluation.records import BenchRecord, ResultLog
+from threadloom.evaluation.sanitize import scrub_text
 from threadloom.orchestrator.runner import arun
 from threadloom.strategies.base import Strategy
 from threadloom.types import Candidate, Problem, Result, SamplingParams
@@ -27,10 +29,25 @@ SELECTION_DEFAULTS = {"numeric": "numeric", "math": "math", "game24": "game24", 
 """Reference-free selection verifier for each grader ('auto'); code has none (its tests are
 hidden), so code strategies rank by log-probability unless given a verifier."""
 
+ERROR_CHARS = 500
+"""How much of a failed problem's error message a record keeps."""
+
 
 def problem_seed(seed: int, problem_id: str) -> int:
     digest = hashlib.sha256(f"{seed}:{problem_id}".encode()).digest()
     return int.from_bytes(digest[:4], "big")
+
+
+def record_key(
+    dataset: str, problem: Problem, strategy: Strategy, seed: int
+) -> tuple[str, str, str, int]:
+    """The key a record of this run would have (`BenchRecord.key`), text scrubbed alike."""
+    return (
+        scrub_text(dataset),
+        scrub_text(problem.id),
+        scrub_text(strategy.label()),
+        problem_seed(seed, problem.id),
+    )
 
 
 def strategy_view(problem: Problem) -> Problem:
@@ -90,6 +107,16 @@ async def grade(problem: Problem, result: Result, grader: Verifier) -> tuple[boo
     return correct, any(verdicts)
 
 
+def describe_error(exc: BaseException) -> str:
+    """'Type: message' of a failed problem, cut to ERROR_CHARS (messages may quote model text)."""
+    try:
+        message = str(exc)
+    except Exception:  # a hostile __str__ must not end the bench either
+        message = "(message unavailable)"
+    text = f"{type(exc).__name__}: {message}"
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
+
+
 async def run_bench(
     problems: Sequence[Problem],
     strategies: Sequence[Strategy],
@@ -102,70 +129,101 @@ async def run_bench(
     seed: int = 0,
     concurrency: int = 4,
     on_record: Callable[[BenchRecord], None] | None = None,
+    fingerprint: RunFingerprint | None = None,
 ) -> list[BenchRecord]:
     """Run every strategy on every problem not already in the log; return the new records.
 
     Up to `concurrency` (problem, strategy) pairs run at once so the worker's batch stays full.
     Each record is appended to the log as soon as it is graded, so an interruption loses
-    nothing that finished. A failing problem is recorded with its error and retried next time.
+    nothing that finished. A problem that raises anything (an Exception, not a cancellation)
+    is recorded with its error, counts as wrong, and is retried next time; the others go on.
+
+    The log is locked for the whole run, and every record carries `fingerprint` (by default
+    one built from the worker, `params`, the selection verifier and `seed`).
+
+    Raises:
+        ConfigError: Bad concurrency; another writer holds the log; or the log holds records
+            of another fingerprint (the message says what differs).
     """
     if concurrency < 1:
         raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
-    done = log.done_keys()
-    gate = asyncio.Semaphore(concurrency)
-    new: list[BenchRecord] = []
+    if fingerprint is None:
+        fingerprint = make_fingerprint(
+            worker=describe_worker(worker),
+            params=params,
+            verifier=verifiers.selection,
+            dataset={"seed": seed},
+        )
+    with log.lock():
+        log.check_fingerprint(fingerprint)
+        done = log.done_keys()
+        gate = asyncio.Semaphore(concurrency)
+        new: list[BenchRecord] = []
 
-    async def one(problem: Problem, strategy: Strategy) -> None:
-        pseed = problem_seed(seed, problem.id)
-        async with gate:
-            started = time.perf_counter()
+        async def one(problem: Problem, strategy: Strategy) -> None:
             record = BenchRecord(
                 dataset=dataset,
                 problem_id=problem.id,
                 strategy=strategy.label(),
-                seed=pseed,
+                seed=problem_seed(seed, problem.id),
                 reference=problem.reference,
+                fingerprint=fingerprint,
             )
-            try:
-                result = await arun(
-                    strategy_view(problem),
-                    strategy,
-                    worker=worker,
-                    verifier=verifiers.for_selection(problem),
-                    params=params,
-                    seed=pseed,
-                )
-                correct, covered = await grade(problem, result, verifiers.grader(problem))
-            except ThreadloomError as exc:
-                logger.warning("%s on %s failed: %s", strategy.label(), problem.id, exc)
-                record.error = f"{type(exc).__name__}: {exc}"
-                record.wall_time_s = time.perf_counter() - started
-            else:
-                usage = result.usage
-                record.answer = result.answer
-                record.correct = correct
-                record.covered = covered
-                record.candidates = len(result.candidates)
-                record.truncated = result.truncated
-                record.generations = usage.generations
-                record.prompt_tokens = usage.prompt_tokens
-                record.cached_prompt_tokens = usage.cached_prompt_tokens
-                record.completion_tokens = usage.completion_tokens
-                record.verifier_calls = usage.verifier_calls
-                record.wall_time_s = usage.wall_time_s
-        log.append(record)
-        new.append(record)
-        if on_record is not None:
-            on_record(record)
+            async with gate:
+                await _solve(problem, strategy, worker, verifiers, params, record)
+            log.append(record)
+            new.append(record)
+            if on_record is not None:
+                on_record(record)
 
-    jobs = [
-        one(problem, strategy)
-        for problem in problems
-        for strategy in strategies
-        if (dataset, problem.id, strategy.label(), problem_seed(seed, problem.id)) not in done
-    ]
-    await asyncio.gather(*jobs)
+        await asyncio.gather(
+            *(
+                one(problem, strategy)
+                for problem in problems
+                for strategy in strategies
+                if record_key(dataset, problem, strategy, seed) not in done
+            )
+        )
     return new
+
+
+async def _solve(
+    problem: Problem,
+    strategy: Strategy,
+    worker: Worker,
+    verifiers: Verifiers,
+    params: SamplingParams | None,
+    record: BenchRecord,
+) -> None:
+    """Run and grade one (problem, strategy) pair into `record`; any failure becomes its error."""
+    started = time.perf_counter()
+    try:
+        result = await arun(
+            strategy_view(problem),
+            strategy,
+            worker=worker,
+            verifier=verifiers.for_selection(problem),
+            params=params,
+            seed=record.seed,
+        )
+        correct, covered = await grade(problem, result, verifiers.grader(problem))
+    except Exception as exc:
+        record.error = describe_error(exc)
+        record.wall_time_s = time.perf_counter() - started
+        logger.warning("%s on %s failed: %s", record.strategy, problem.id, record.error)
+        return
+    usage = result.usage
+    record.answer = result.answer
+    record.correct = correct
+    record.covered = covered
+    record.candidates = len(result.candidates)
+    record.truncated = result.truncated
+    record.generations = usage.generations
+    record.prompt_tokens = usage.prompt_tokens
+    record.cached_prompt_tokens = usage.cached_prompt_tokens
+    record.completion_tokens = usage.completion_tokens
+    record.verifier_calls = usage.verifier_calls
+    record.wall_time_s = usage.wall_time_s
 
 
 def pending_count(
@@ -176,8 +234,4 @@ def pending_count(
     seed: int,
 ) -> int:
     done = log.done_keys()
-    return sum(
-        (dataset, p.id, s.label(), problem_seed(seed, p.id)) not in done
-        for p in problems
-        for s in strategies
-    )
+    return sum(record_key(dataset, p, s, seed) not in done for p in problems for s in strategies)

@@ -6,24 +6,37 @@ import asyncio
 import json
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from threadloom.errors import ConfigError, ThreadloomError
-from threadloom.evaluation.bench import Verifiers, pending_count, run_bench
-from threadloom.evaluation.records import BenchRecord, ResultLog
+from threadloom.evaluation.bench import Verifiers, pending_count, record_key, run_bench
+from threadloom.evaluation.compare_command import compare_command
+from threadloom.evaluation.console import WIDE, console, err_console, fail
+from threadloom.evaluation.fingerprint import (
+    RunFingerprint,
+    describe_worker_spec,
+    file_sha256,
+    make_fingerprint,
+)
+from threadloom.evaluation.records import BenchRecord, ResultLog, separate_set_path
+from threadloom.evaluation.sanitize import scrub_text
 from threadloom.evaluation.summary import StrategySummary, summarize
 from threadloom.types import Problem, SamplingParams
 
-console = Console()
-err_console = Console(stderr=True)
-_WIDE = 150
-"""Width for tables when output is not a terminal (files, pipes, CI logs)."""
+bench_app = typer.Typer(
+    help="Evaluate strategies on a dataset, and compare the results of two runs.",
+    add_completion=False,
+)
+bench_app.command("compare")(compare_command)
 
 
 def _load_problems(
@@ -48,30 +61,78 @@ def _load_problems(
     return dataset, data.load(dataset, limit=limit, seed=seed, **options)
 
 
+def _dataset_options(
+    dataset: str,
+    *,
+    seed: int,
+    difficulty: int | None,
+    field: str,
+    answer_field: str,
+    grader: str | None,
+) -> dict[str, Any]:
+    """What decides a dataset's problems, for the fingerprint (a custom file: its hash)."""
+    if dataset.endswith(".jsonl"):
+        return {
+            "seed": seed,
+            "file": file_sha256(Path(dataset)),
+            "field": field,
+            "answer_field": answer_field,
+            "grader": grader,
+        }
+    return {"seed": seed, "difficulty": difficulty}
+
+
+def _open_log(
+    stack: ExitStack, path: Path, fingerprint: RunFingerprint, *, new_set: bool
+) -> ResultLog:
+    """The locked log this run writes: `path`, or with --new-set its own set beside it when
+    `path` holds another configuration's results."""
+    log = ResultLog(path)
+    stack.enter_context(log.lock())
+    try:
+        log.check_fingerprint(fingerprint)
+    except ConfigError:
+        if not new_set:
+            raise
+        stack.close()
+        log = ResultLog(separate_set_path(path, fingerprint))
+        stack.enter_context(log.lock())
+        log.check_fingerprint(fingerprint)
+        err_console.print(
+            Text(f"{path} holds another configuration's results; this run uses {log.path}")
+        )
+    return log
+
+
 def _status(records: list[BenchRecord], started: float) -> str:
     by: dict[str, list[BenchRecord]] = {}
     for record in records:
-        if record.error is None:
-            by.setdefault(record.strategy, []).append(record)
+        by.setdefault(record.strategy, []).append(record)
+    # errors count as wrong, as in the summary
     parts = [
-        f"{k.split(':')[0]}{':' + k.split(':')[1] if ':' in k else ''} "
-        f"{100 * sum(r.correct for r in v) / len(v):.0f}%"
+        f"{k} {100 * sum(r.correct and r.error is None for r in v) / len(v):.0f}%"
         for k, v in by.items()
     ]
     tokens = sum(r.completion_tokens for r in records)
     rate = tokens / max(time.perf_counter() - started, 1e-6)
     errors = sum(r.error is not None for r in records)
     tail = f" · {errors} errors" if errors else ""
-    return " · ".join(parts) + f" · {rate:.0f} tok/s{tail}"
+    return escape(" · ".join(parts) + f" · {rate:.0f} tok/s{tail}")
+
+
+def _with_interval(share: float, interval: tuple[float, float]) -> str:
+    low, high = interval
+    return f"{100 * share:.1f}% ({100 * low:.0f}–{100 * high:.0f})"
 
 
 def print_summary(summaries: list[StrategySummary], title: str) -> None:
-    table = Table(title=title)
+    table = Table(title=Text(title))
     columns = (
         "strategy",
         "problems",
-        "accuracy",
-        "coverage",
+        "errors",
+        "accuracy (95% CI)",
+        "coverage (95% CI)",
         "gens",
         "prompt tok",
         "compl. tok",
@@ -83,10 +144,11 @@ def print_summary(summaries: list[StrategySummary], title: str) -> None:
         table.add_column(column, justify="left" if column == "strategy" else "right")
     for s in summaries:
         table.add_row(
-            s.strategy,
-            f"{s.problems}" + (f" (+{s.errors} err)" if s.errors else ""),
-            f"{100 * s.accuracy:.1f}%",
-            f"{100 * s.coverage:.1f}%",
+            Text(s.strategy),
+            f"{s.problems}",
+            f"[red]{s.errors}[/]" if s.errors else "0",
+            _with_interval(s.accuracy, s.accuracy_ci),
+            _with_interval(s.coverage, s.coverage_ci),
             f"{s.mean_generations:.1f}",
             f"{s.mean_prompt_tokens:.0f}",
             f"{s.mean_completion_tokens:.0f}",
@@ -94,16 +156,19 @@ def print_summary(summaries: list[StrategySummary], title: str) -> None:
             f"{s.total_wall_time_s:.1f}",
             f"{s.tokens_per_s:.0f}",
         )
-    out = console if console.is_terminal else Console(width=_WIDE)
+    out = console if console.is_terminal else Console(width=WIDE)
     out.print(table)
     out.print(
         "[dim]accuracy: chosen answer correct · coverage: any candidate correct "
-        "(pass@k) · gens/tokens/verifier: means per problem · wall s: summed "
-        "per-problem time (problems overlap)[/]"
+        "(pass@k); both over all problems, errors counted wrong, with Wilson 95% intervals · "
+        "gens/tokens/verifier: means per finished problem · wall s: summed per-problem time "
+        "(problems overlap)[/]"
     )
 
 
+@bench_app.callback(invoke_without_command=True)
 def bench_command(
+    ctx: typer.Context,
     dataset: Annotated[
         str,
         typer.Option(
@@ -126,7 +191,21 @@ def bench_command(
     ] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for sampling and procedural datasets.")] = 0,
     concurrency: Annotated[int, typer.Option(min=1, help="Problems run at once.")] = 4,
-    out: Annotated[Path | None, typer.Option(help="JSONL results (resumed if it exists).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSONL results, resumed if it exists and was written with the same settings."
+        ),
+    ] = None,
+    new_set: Annotated[
+        bool,
+        typer.Option(
+            "--new-set",
+            help="When --out holds results of other settings (model, sampling, verifier, "
+            "dataset options, version), write this run beside it, named by its fingerprint, "
+            "instead of refusing.",
+        ),
+    ] = False,
     plot: Annotated[Path | None, typer.Option(help="Write the scaling plot (PNG).")] = None,
     model: Annotated[Path | None, typer.Option(help="A GGUF model (default: bundled).")] = None,
     worker: Annotated[str | None, typer.Option(help="Worker spec instead of --model.")] = None,
@@ -145,10 +224,19 @@ def bench_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Evaluate strategies on a dataset: accuracy, coverage and compute, resumable."""
+    if ctx.invoked_subcommand is not None:
+        return
     from threadloom.strategies.registry import make_strategy
-    from threadloom.workers.registry import make_worker
 
+    spec = worker or (f"llamacpp:{model}" if model else None)
+    stack = ExitStack()
     try:
+        for option, path in (("--out", out), ("--plot", plot)):
+            if path is not None and path.is_dir():
+                raise ConfigError(
+                    f"{option} {path} is a directory; name a file inside it, "
+                    f"e.g. {path / ('results.jsonl' if option == '--out' else 'scaling.png')}"
+                )
         strategies = [make_strategy(s) for s in (strategy or ["single"])]
         labels = [s.label() for s in strategies]
         if len(set(labels)) != len(labels):
@@ -163,14 +251,68 @@ def bench_command(
             difficulty=difficulty,
         )
         params = SamplingParams(temperature=temperature, max_tokens=max_tokens)
+        fingerprint = make_fingerprint(
+            worker=describe_worker_spec(spec, workers_file=workers, ray_address=ray_address),
+            params=params,
+            verifier=verifier,
+            dataset=_dataset_options(
+                dataset,
+                seed=seed,
+                difficulty=difficulty,
+                field=field,
+                answer_field=answer_field,
+                grader=grader,
+            ),
+        )
+        path = out or Path("runs") / f"bench-{name}.jsonl"
+        log = _open_log(stack, path, fingerprint, new_set=new_set)
     except (ThreadloomError, ValueError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    log = ResultLog(out or Path("runs") / f"bench-{name}.jsonl")
+        stack.close()
+        raise fail(str(exc)) from None
+    with stack:
+        _run_and_report(
+            log,
+            problems,
+            strategies,
+            labels,
+            name=name,
+            spec=spec,
+            workers=workers,
+            ray_address=ray_address,
+            verifier=verifier,
+            params=params,
+            seed=seed,
+            concurrency=concurrency,
+            fingerprint=fingerprint,
+            plot=plot,
+            as_json=as_json,
+        )
+
+
+def _run_and_report(
+    log: ResultLog,
+    problems: list[Problem],
+    strategies: list[Any],
+    labels: list[str],
+    *,
+    name: str,
+    spec: str | None,
+    workers: Path | None,
+    ray_address: str | None,
+    verifier: str,
+    params: SamplingParams,
+    seed: int,
+    concurrency: int,
+    fingerprint: RunFingerprint,
+    plot: Path | None,
+    as_json: bool,
+) -> None:
+    from threadloom.workers.registry import make_worker
+
     todo = pending_count(problems, strategies, log, name, seed)
     total = len(problems) * len(strategies)
     if todo < total:
-        err_console.print(f"resuming {log.path}: {total - todo} of {total} already done")
+        err_console.print(Text(f"resuming {log.path}: {total - todo} of {total} already done"))
     verifiers = Verifiers(selection=verifier)
     started = time.perf_counter()
     finished: list[BenchRecord] = []
@@ -182,14 +324,13 @@ def bench_command(
         TextColumn("{task.fields[status]}"),
         console=err_console,
     )
-    task = progress.add_task(name, total=todo, status="")
+    task = progress.add_task(escape(name), total=todo, status="")
 
     def on_record(record: BenchRecord) -> None:
         finished.append(record)
         progress.update(task, advance=1, status=_status(finished, started))
 
     async def go() -> None:
-        spec = worker or (f"llamacpp:{model}" if model else None)
         if workers is not None or ray_address is not None:
             from threadloom.cluster_command import cluster_worker
 
@@ -209,6 +350,7 @@ def bench_command(
                 seed=seed,
                 concurrency=concurrency,
                 on_record=on_record,
+                fingerprint=fingerprint,
             )
         finally:
             await backend.close()
@@ -222,14 +364,11 @@ def bench_command(
     except KeyboardInterrupt:
         interrupted = True
     except ThreadloomError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    wanted = set(labels)
-    ids = {p.id for p in problems}
-    records = [
-        r for r in log.read() if r.strategy in wanted and r.problem_id in ids and r.dataset == name
-    ]
-    summaries = sorted(summarize(records), key=lambda s: labels.index(s.strategy))
+        raise fail(str(exc)) from None
+    wanted = {record_key(name, p, s, seed) for p in problems for s in strategies}
+    records = [r for r in log.read() if r.key() in wanted and r.fingerprint == fingerprint]
+    order = [scrub_text(label) for label in labels]
+    summaries = sorted(summarize(records), key=lambda s: order.index(s.strategy))
     if plot is not None and summaries:
         from threadloom.evaluation.plot import plot_scaling
 
@@ -239,6 +378,7 @@ def bench_command(
             "dataset": name,
             "problems": len(problems),
             "results": str(log.path),
+            "fingerprint": fingerprint.digest(),
             "interrupted": interrupted,
             "strategies": [s.model_dump() for s in summaries],
         }
@@ -246,7 +386,7 @@ def bench_command(
     else:
         print_summary(summaries, f"{name}: {len(problems)} problems · results in {log.path}")
         if plot is not None and summaries:
-            console.print(f"plot written to {plot}")
+            console.print(Text(f"plot written to {plot}"))
     if interrupted:
         err_console.print("[yellow]interrupted: finished problems are saved; rerun to resume[/]")
         raise typer.Exit(130)

@@ -11,8 +11,23 @@ def _kind(label: str) -> str:
     return label.partition(":")[0]
 
 
+def _plain(text: str) -> str:
+    """`text` shown literally: a '$' would otherwise start matplotlib's math notation."""
+    return text.replace("$", r"\$")
+
+
+def _error_bars(values: list[float], intervals: list[tuple[float, float]]) -> list[list[float]]:
+    """Matplotlib's asymmetric yerr (below, above) for percentages and their intervals."""
+    below = [max(0.0, v - 100 * low) for v, (low, _) in zip(values, intervals, strict=True)]
+    above = [max(0.0, 100 * high - v) for v, (_, high) in zip(values, intervals, strict=True)]
+    return [below, above]
+
+
 def plot_scaling(summaries: list[StrategySummary], path: Path, title: str = "") -> Path:
-    """Write a PNG with two panels; strategies of one kind at several budgets form a curve."""
+    """Write a PNG with two panels; strategies of one kind at several budgets form a curve.
+
+    Accuracy and coverage points carry their Wilson 95% intervals as error bars.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,20 +46,29 @@ def plot_scaling(summaries: list[StrategySummary], path: Path, title: str = "") 
             group = sorted(group, key=lambda s: getattr(s, field))
             xs = [getattr(s, field) for s in group]
             ys = [100 * s.accuracy for s in group]
-            (line,) = axis.plot(xs, ys, marker="o", label=f"{kind} accuracy")
+            accuracy = axis.errorbar(
+                xs,
+                ys,
+                yerr=_error_bars(ys, [s.accuracy_ci for s in group]),
+                marker="o",
+                capsize=3,
+                label=_plain(f"{kind} accuracy"),
+            )
             cover = [100 * s.coverage for s in group]
-            axis.plot(
+            axis.errorbar(
                 xs,
                 cover,
+                yerr=_error_bars(cover, [s.coverage_ci for s in group]),
                 marker="x",
                 linestyle=":",
-                color=line.get_color(),
+                capsize=2,
+                color=accuracy.lines[0].get_color(),
                 alpha=0.6,
-                label=f"{kind} coverage",
+                label=_plain(f"{kind} coverage"),
             )
             for s, x, y in zip(group, xs, ys, strict=True):
                 axis.annotate(
-                    s.strategy.partition(":")[2] or s.strategy,
+                    _plain(s.strategy.partition(":")[2] or s.strategy),
                     (x, y),
                     textcoords="offset points",
                     xytext=(4, 4),
@@ -56,7 +80,7 @@ def plot_scaling(summaries: list[StrategySummary], path: Path, title: str = "") 
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_plain(title))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
