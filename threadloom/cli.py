@@ -9,16 +9,20 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from threadloom.errors import ThreadloomError
+from threadloom.exit_codes import INTERRUPTED, UNEXPECTED, USAGE, exit_code_for
 from threadloom.types import Budget, Result, SamplingParams
+from threadloom.unicode_text import first_lone_surrogate, replace_lone_surrogates
 
 app = typer.Typer(
     help="threadloom: fan a problem out to many parallel generations, verify, and merge.",
@@ -30,9 +34,42 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
+def _fail(message: str, code: int = USAGE) -> typer.Exit:
+    # messages quote user and model text: never read them as markup
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message))
     return typer.Exit(code)
+
+
+def _fail_on(exc: ThreadloomError) -> typer.Exit:
+    """Print a typed error; exit 2 for bad usage or configuration, 3 for a failed run."""
+    return _fail(str(exc), exit_code_for(exc))
+
+
+def _valid_text(value: str, what: str) -> str:
+    """Command-line text with undecodable bytes (not UTF-8) replaced by U+FFFD, with a warning."""
+    if first_lone_surrogate(value) is None:
+        return value
+    err_console.print(
+        f"warning: {what} is not valid UTF-8; undecodable bytes were replaced by U+FFFD",
+        markup=False,
+        style="yellow",
+    )
+    return replace_lone_surrogates(value)
+
+
+def _open_trace(path: Path) -> TextIO:
+    """The --trace file, opened for appending, or a usage error that says how to fix the path."""
+    if path.is_dir():
+        raise _fail(f"--trace {path} is a directory; name a file in it, e.g. {path / 'run.jsonl'}")
+    if not path.parent.is_dir():
+        raise _fail(
+            f"--trace {path}: the directory {path.parent} does not exist; create it first "
+            f"(mkdir -p {path.parent}) or choose another path"
+        )
+    try:
+        return path.open("a", encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"--trace {path} cannot be written: {exc.strerror or exc}") from None
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -102,6 +139,9 @@ def run_command(
         raise _fail("give --model or --worker, not both")
     if not prompt.strip():
         raise _fail("the prompt is empty: pass the question, e.g. threadloom run 'What is 2+2?'")
+    prompt = _valid_text(prompt, "the prompt")
+    system = _valid_text(system, "--system") if system is not None else None
+    reference = _valid_text(reference, "--reference") if reference is not None else None
     worker_spec = worker or (f"llamacpp:{model}" if model is not None else None)
     try:
         params = SamplingParams(
@@ -121,7 +161,7 @@ def run_command(
         try:
             plan = load_plan(graph)
         except ThreadloomError as exc:
-            raise _fail(str(exc)) from None
+            raise _fail_on(exc) from None
     cluster: Any = None
     if workers is not None or ray_address is not None:
         from threadloom.cluster_command import cluster_worker
@@ -129,8 +169,8 @@ def run_command(
         try:
             cluster = cluster_worker(workers, ray_address, worker_spec)
         except ThreadloomError as exc:
-            raise _fail(str(exc)) from None
-    sink_file = events.open("a", encoding="utf-8") if events else None
+            raise _fail_on(exc) from None
+    sink_file = _open_trace(events) if events else None
     display = LiveRun(err_console, f"{graph or strategy}") if not as_json else None
 
     def on_event(event: dict[str, Any]) -> None:
@@ -159,9 +199,9 @@ def run_command(
             )
         )
     except ThreadloomError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail_on(exc) from None
     except KeyboardInterrupt:
-        raise _fail("interrupted", code=130) from None
+        raise _fail("interrupted", code=INTERRUPTED) from None
     finally:
         if display is not None:
             display.__exit__(None, None, None)
@@ -170,13 +210,34 @@ def run_command(
         if cluster is not None:
             asyncio.run(cluster.close())
     if as_json:
-        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        sys.stdout.write(result_json(result) + "\n")
     else:
         _print_result(result)
 
 
-def _print_result(result: Result) -> None:
-    table = Table(title=f"candidates ({result.strategy})", show_lines=False)
+def result_json(result: Result) -> str:
+    """The Result as indented JSON; text that is not valid Unicode shows as U+FFFD."""
+    try:
+        return result.model_dump_json(indent=2)
+    except PydanticSerializationError:  # a lone surrogate in some prompt or model text
+        data = _without_surrogates(result.model_dump(mode="json"))
+        return TypeAdapter(Any).dump_json(data, indent=2).decode()
+
+
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return replace_lone_surrogates(value)
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_surrogates(item) for item in value]
+    return value
+
+
+def _print_result(result: Result, out: Console | None = None) -> None:
+    """The candidates table, usage and answer; model text is shown as text, never as markup."""
+    out = out or (console if console.is_terminal else Console(width=150))
+    table = Table(title=Text(f"candidates ({result.strategy})"), show_lines=False)
     table.add_column("#", justify="right")
     table.add_column("answer", max_width=24, overflow="ellipsis", no_wrap=True)
     table.add_column("votes", justify="right")
@@ -190,23 +251,23 @@ def _print_result(result: Result) -> None:
         snippet = " ".join(candidate.text.split())[:60]
         table.add_row(
             str(i + 1),
-            candidate.answer or "",
+            Text(candidate.answer or ""),
             str(candidate.votes or ""),
-            scores,
+            Text(scores),
             logprob,
             str(candidate.completion_tokens),
-            snippet,
+            Text(snippet),
         )
-    out = console if console.is_terminal else Console(width=150)
     out.print(table)
     usage = result.usage
-    console.print(
+    out.print(
         f"[dim]generations {usage.generations} · prompt tokens {usage.prompt_tokens} "
         f"({usage.cached_prompt_tokens} cached) · completion tokens {usage.completion_tokens} · "
         f"verifier calls {usage.verifier_calls} · {usage.wall_time_s:.2f}s · "
         f"{usage.tokens_per_s:.1f} tok/s{' · TRUNCATED by budget' if result.truncated else ''}[/]"
     )
-    console.print(f"[bold green]answer:[/] {result.answer if result.answer is not None else '-'}")
+    answer = result.answer if result.answer is not None else "-"
+    out.print(Text.assemble(("answer:", "bold green"), " ", answer))
 
 
 @app.command("workers")
@@ -234,7 +295,7 @@ def workers_command(
         try:
             show_cluster(ray_address, workers)
         except ThreadloomError as exc:
-            raise _fail(str(exc)) from None
+            raise _fail_on(exc) from None
         return
     from threadloom.workers.models import BUNDLED_NAME, bundled_model_path, resolve_model_path
 
@@ -262,10 +323,13 @@ def workers_command(
     try:
         path = resolve_model_path(model) if model else bundled_model_path()
     except ThreadloomError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail_on(exc) from None
     size_mb = path.stat().st_size / 1e6
     name = BUNDLED_NAME if model is None else path.name
-    console.print(f"[bold]model:[/] {name}\n[bold]path:[/] {path}\n[bold]size:[/] {size_mb:.1f} MB")
+    console.print(
+        f"[bold]model:[/] {escape(name)}\n[bold]path:[/] {escape(str(path))}\n"
+        f"[bold]size:[/] {size_mb:.1f} MB"
+    )
     if speculation:
         _show_speculation(path)
 
@@ -337,14 +401,14 @@ def _load(plan: Path) -> Any:
     try:
         return load_plan(plan)
     except ThreadloomError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail_on(exc) from None
 
 
 @graph_app.command("check")
 def graph_check(plan: Annotated[Path, typer.Argument(help="A YAML or JSON plan.")]) -> None:
     """Validate a plan: acyclic, one final node, joins dominated by forks, known kinds."""
     graph = _load(plan)
-    console.print(f"[green]ok[/]: {len(graph.nodes)} nodes, result from {graph.sink!r}")
+    console.print(f"[green]ok[/]: {len(graph.nodes)} nodes, result from {escape(repr(graph.sink))}")
 
 
 @graph_app.command("show")
@@ -366,7 +430,7 @@ def trace_show(
     try:
         events = read_trace_events(trace)
     except ThreadloomError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail_on(exc) from None
     console.print(trace_tree(events, max_text=width))
 
 
@@ -375,16 +439,20 @@ def main() -> None:
     try:
         app()
     except ThreadloomError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        sys.exit(2)
+        err_console.print(Text.assemble(("error:", "bold red"), " ", str(exc)))
+        sys.exit(exit_code_for(exc))
     except Exception as exc:  # the last line of defence for the CLI only
         if os.environ.get("THREADLOOM_DEBUG"):
             raise
+        # no markup and no highlighting here: this must print whatever the message holds
         err_console.print(
-            f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc}\n"
-            "[dim]set THREADLOOM_DEBUG=1 for the traceback[/]"
+            f"unexpected error: {type(exc).__name__}: {exc}\n"
+            "set THREADLOOM_DEBUG=1 for the traceback",
+            markup=False,
+            highlight=False,
+            emoji=False,
         )
-        sys.exit(1)
+        sys.exit(UNEXPECTED)
 
 
 if __name__ == "__main__":
