@@ -16,10 +16,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -109,8 +109,10 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     """Pause before answering."""
-    events: list[Any] | None = None
-    """Data of each event (dicts become JSON); a stream ends when they run out."""
+    events: list[Any] | Callable[[], Iterable[Any]] | None = None
+    """Data of each event (dicts become JSON, bytes are sent as they are, e.g. a keep-alive
+    comment); a stream ends when they run out. A function gives a fresh (maybe endless)
+    iterable for each request."""
     event_delay_s: float = 0.0
     """Pause before each event."""
 
@@ -149,34 +151,21 @@ def chat_reply(text: str = "hello", **extra: Any) -> dict[str, Any]:
     }
 
 
-class ScriptedServer:
-    """Answers each POST with the next scripted reply (the last one repeats).
+class _ServedInThread:
+    """An HTTP server on this machine, run in a thread while the `with` block lasts."""
 
-    GET /v1/models answers `models` (404 when None). Every request is recorded in `seen`;
-    `disconnects` counts streams the client closed before they ended.
-    """
-
-    def __init__(self, replies: list[Reply], *, models: dict[str, Any] | None = None) -> None:
-        if not replies:
-            raise ValueError("a ScriptedServer needs at least one reply")
-        self.replies = replies
-        self.models = models
-        self.seen: list[Seen] = []
-        self.disconnects = 0
+    def __init__(self, host: str = HOST) -> None:
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((HOST, 0), self._handler())
+        self._server = ThreadingHTTPServer((host, 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def base_url(self) -> str:
-        return f"http://{HOST}:{self._server.server_address[1]}/v1"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
 
-    @property
-    def posts(self) -> list[Seen]:
-        return [s for s in self.seen if s.method == "POST"]
-
-    def __enter__(self) -> ScriptedServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -184,6 +173,35 @@ class ScriptedServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+
+class ScriptedServer(_ServedInThread):
+    """Answers each POST with the next scripted reply (the last one repeats).
+
+    GET /v1/models answers `models` (404 when None). Every request is recorded in `seen`;
+    `disconnects` counts streams the client closed before they ended, `disconnected_at` says
+    when (time.monotonic) and `events_sent` counts the events written to all streams.
+    """
+
+    def __init__(
+        self, replies: list[Reply], *, models: dict[str, Any] | None = None, host: str = HOST
+    ) -> None:
+        if not replies:
+            raise ValueError("a ScriptedServer needs at least one reply")
+        self.replies = replies
+        self.models = models
+        self.seen: list[Seen] = []
+        self.disconnects = 0
+        self.disconnected_at: list[float] = []
+        self.events_sent = 0
+        super().__init__(host)
+
+    @property
+    def posts(self) -> list[Seen]:
+        return [s for s in self.seen if s.method == "POST"]
 
     def _next_reply(self) -> Reply:
         with self._lock:
@@ -221,15 +239,18 @@ class ScriptedServer:
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
+                events = reply.events() if callable(reply.events) else reply.events
                 try:
-                    for event in reply.events:
+                    for event in events:
                         time.sleep(reply.event_delay_s)
-                        data = event if isinstance(event, str) else json.dumps(event)
-                        self.wfile.write(f"data: {data}\n\n".encode())
+                        self.wfile.write(_event_bytes(event))
                         self.wfile.flush()
+                        with server._lock:
+                            server.events_sent += 1
                 except (BrokenPipeError, ConnectionResetError):
                     with server._lock:
                         server.disconnects += 1
+                        server.disconnected_at.append(time.monotonic())
 
             def _send_json(self, status: int, body: Any, headers: dict[str, str]) -> None:
                 data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
@@ -241,5 +262,63 @@ class ScriptedServer:
                 self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(data)
+
+        return Handler
+
+
+def _event_bytes(event: Any) -> bytes:
+    if isinstance(event, bytes):
+        return event
+    data = event if isinstance(event, str) else json.dumps(event)
+    return f"data: {data}\n\n".encode()
+
+
+class RewritingProxy(_ServedInThread):
+    """Forwards each request to another server after `rewrite` changed its JSON body.
+
+    It relays answers as they arrive (streams included) and counts, in `disconnects`, answers
+    whose client hung up before they ended; it then closes the upstream request too.
+    """
+
+    def __init__(self, target_url: str, rewrite: Callable[[dict[str, Any]], dict[str, Any]]):
+        self.target_root = target_url.removesuffix("/v1")
+        self.rewrite = rewrite
+        self.disconnects = 0
+        self.bodies: list[dict[str, Any]] = []
+        super().__init__()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self._forward("GET", None)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = proxy.rewrite(json.loads(self.rfile.read(length)))
+                with proxy._lock:
+                    proxy.bodies.append(body)
+                self._forward("POST", body)
+
+            def _forward(self, method: str, body: dict[str, Any] | None) -> None:
+                url = proxy.target_root + self.path
+                with (
+                    httpx.Client(trust_env=False, timeout=300) as client,
+                    client.stream(method, url, json=body) as upstream,
+                ):
+                    self.send_response(upstream.status_code)
+                    self.send_header("Content-Type", upstream.headers.get("content-type", ""))
+                    self.end_headers()
+                    try:
+                        for piece in upstream.iter_raw():
+                            self.wfile.write(piece)
+                            self.wfile.flush()
+                    except (BrokenPipeError, ConnectionResetError):
+                        with proxy._lock:
+                            proxy.disconnects += 1
 
         return Handler

@@ -34,8 +34,8 @@ from threadloom.workers.openai_protocol import (
     ErrorBody,
     EventStreamDecoder,
     request_error,
-    split_tokens,
 )
+from threadloom.workers.openai_replies import split_tokens
 from threadloom.workers.registry import make_worker
 
 FAST_RETRIES = {"max_retries": 2, "backoff_s": 0.01, "max_backoff_s": 0.05}
@@ -539,7 +539,7 @@ def test_registry_builds_the_openai_kind() -> None:
         make_worker("openai:127.0.0.1:8000")
     with pytest.raises(ConfigError, match="chat_template"):
         OpenAIWorker(endpoint="completions")
-    with pytest.raises(ConfigError, match="extra"):
+    with pytest.raises(ConfigError, match="temperature: Extra inputs"):
         OpenAIWorker(temperature=0.5)
 
 

@@ -131,9 +131,11 @@ class TokenLogprob(_Frozen):
 
 
 class TokenUsage(_Frozen):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_prompt_tokens: int = 0
+    """Tokens one generation cost; counts are whole and never negative."""
+
+    prompt_tokens: int = Field(0, ge=0)
+    completion_tokens: int = Field(0, ge=0)
+    cached_prompt_tokens: int = Field(0, ge=0)
     """Prompt tokens served from the prefix cache instead of being evaluated."""
 
 

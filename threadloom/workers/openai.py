@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
+import dataclasses
+import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -52,17 +53,34 @@ from threadloom.types import (
     TokenUsage,
 )
 from threadloom.workers.base import StreamDelta, WorkerCapabilities
-from threadloom.workers.openai_http import Aborted, Connection, Flight, Flights
+from threadloom.workers.cluster_config import describe_errors
+from threadloom.workers.openai_http import (
+    Aborted,
+    Connection,
+    Flight,
+    Flights,
+    exposes_secrets,
+    redact_url,
+)
 from threadloom.workers.openai_protocol import (
     Call,
     ChatTemplate,
     Endpoint,
     EventStreamDecoder,
     build_call,
+)
+from threadloom.workers.openai_replies import (
+    Choice,
+    ReplyUsage,
     parse_choices,
     parse_usage,
     split_tokens,
 )
+from threadloom.workers.openai_tokens import TokenTally, fewest_tokens, settle_count, text_within
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 __all__ = ["ChatTemplate", "OpenAIWorker", "OpenAIWorkerConfig"]
 
@@ -74,12 +92,10 @@ class OpenAIWorkerConfig(BaseModel):
 
     base_url: str = "http://127.0.0.1:8000/v1"
     """The server's API root, usually ending in /v1."""
-    api_key: SecretStr | None = Field(
-        default_factory=lambda: (
-            SecretStr(os.environ["OPENAI_API_KEY"]) if os.environ.get("OPENAI_API_KEY") else None
-        )
-    )
-    """Bearer token; defaults to the OPENAI_API_KEY environment variable."""
+    api_key: SecretStr | None = None
+    """Bearer token; None sends OPENAI_API_KEY, but only over https or to this machine."""
+    allow_key_over_http: bool = False
+    """Send credentials over plain http to another host (anyone on the path can read them)."""
     model: str | None = None
     """Model name sent with each request; None asks the server (the first model it lists)."""
     endpoint: Endpoint = "chat"
@@ -87,7 +103,9 @@ class OpenAIWorkerConfig(BaseModel):
     chat_template: ChatTemplate | None = None
     """Template for rendering chat as text (a ChatTemplate, or its Jinja source)."""
     timeout: float = Field(300.0, gt=0)
-    """Seconds a whole request may take; a stream may go this long without a chunk."""
+    """Seconds a whole request may take; a stream may go this long without data."""
+    stream_timeout: float = Field(1800.0, gt=0)
+    """Seconds a whole stream may take, however often the server sends keep-alive comments."""
     connect_timeout: float = Field(10.0, gt=0)
     """Seconds to open a connection."""
     max_retries: int = Field(3, ge=0)
@@ -109,7 +127,8 @@ class OpenAIWorkerConfig(BaseModel):
         parts = urlsplit(value.strip())
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(
-                f"base_url {value!r} is not an http(s) URL; write e.g. http://127.0.0.1:8000/v1"
+                f"base_url {redact_url(value)!r} is not an http(s) URL; write e.g. "
+                "http://127.0.0.1:8000/v1"
             )
         return value.strip().rstrip("/")
 
@@ -125,7 +144,18 @@ class OpenAIWorkerConfig(BaseModel):
                 "endpoint='completions' renders chat messages with chat_template: set one "
                 "(e.g. ChatTemplate.from_gguf(path)) or use endpoint='chat'"
             )
+        explicit = self.api_key is not None or "@" in urlsplit(self.base_url).netloc
+        if explicit and exposes_secrets(self.base_url) and not self.allow_key_over_http:
+            raise ValueError(
+                f"base_url {redact_url(self.base_url)!r} is plain http to another host, so the "
+                "credentials (api_key, or a user and password in the URL) would cross the network "
+                "unencrypted: use https, or set allow_key_over_http=True on a trusted network"
+            )
         return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "base_url" else value
 
 
 class OpenAIWorker:
@@ -140,6 +170,11 @@ class OpenAIWorker:
     the text received so far (none for `generate`), and its HTTP request is closed, which vLLM
     and llama.cpp's server take as a cancellation. Without a `usage` in the stream (llama_cpp
     .server sends none) a streamed completion counts one token per chunk and no prompt tokens.
+
+    Replies are untrusted: malformed ones raise `WorkerError`; a reported usage below what the
+    client counted itself is overruled (see `openai_tokens`); a server that goes on past
+    `max_tokens` is cut off there (a stream's connection is closed). `api_key` (or
+    OPENAI_API_KEY) is sent only over https or to this machine unless `allow_key_over_http`.
     """
 
     def __init__(
@@ -155,7 +190,7 @@ class OpenAIWorker:
             elif fields:
                 config = OpenAIWorkerConfig(**{**config.model_dump(), **fields})
         except ValidationError as exc:
-            raise ConfigError(f"invalid OpenAI worker settings: {exc}") from exc
+            raise ConfigError(f"invalid OpenAI worker settings: {describe_errors(exc)}") from None
         self.config = config
         self.worker_id = worker_id or f"openai-{uuid.uuid4().hex[:6]}"
         self._http = Connection(config, self.worker_id)
@@ -166,7 +201,7 @@ class OpenAIWorker:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"OpenAIWorker({self.worker_id!r}, {self.config.base_url!r})"
+        return f"OpenAIWorker({self.worker_id!r}, {redact_url(self.config.base_url)!r})"
 
     @property
     def capabilities(self) -> WorkerCapabilities:
@@ -209,7 +244,7 @@ class OpenAIWorker:
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         self._check_open()
-        run = _StreamState(time.perf_counter())
+        run = _StreamState(time.perf_counter(), request.params.max_tokens, self._http.where)
         with self._flights.track(request.request_id) as flight:
             slots = self._http.session().slots
             try:
@@ -264,20 +299,27 @@ class OpenAIWorker:
     def _completions(
         self, request: GenerationRequest, call: Call, reply: dict[str, Any], timings: Timings
     ) -> list[Completion]:
-        choices = parse_choices(reply, chat=call.chat, stop=request.params.stop)
+        choices = self._read(parse_choices, reply, call.chat, request.params.stop)
+        usage = self._read(parse_usage, reply)
         if not choices:
             raise WorkerError(
                 f"{self._http.where} answered without choices ({str(reply)[:200]}); check "
                 "that it is an OpenAI-compatible server"
             )
-        usage = parse_usage(reply)
-        prompt, completion, cached = usage or (0, 0, 0)
-        if len(choices) == 1 and usage is not None:
-            counts = [completion]
-        elif all(c.logprobs is not None for c in choices):
-            counts = [len(c.logprobs or ()) for c in choices]
+        limit = request.params.max_tokens
+        kept = [_within(c, limit, self._http.where) for c in choices]
+        reported = usage.completion_tokens if usage is not None else None
+        counts: list[int | None]
+        if len(kept) == 1:
+            counts = [reported]
+        elif all(c.logprobs is not None for c in kept):
+            counts = [len(c.logprobs or ()) for c in kept]
+        elif reported is not None:
+            counts = list(split_tokens(reported, [c.text for c in kept]))
         else:
-            counts = split_tokens(completion, [c.text for c in choices])
+            counts = [None] * len(kept)
+        prompt = usage.prompt if usage is not None else 0
+        cached = usage.cached if usage is not None else 0
         return [
             Completion(
                 text=c.text,
@@ -285,7 +327,12 @@ class OpenAIWorker:
                 stop_reason=c.stop_reason,
                 usage=TokenUsage(
                     prompt_tokens=prompt,
-                    completion_tokens=count,
+                    completion_tokens=settle_count(
+                        count,
+                        fewest_tokens(c.text, len(c.logprobs or ())),
+                        limit,
+                        where=self._http.where,
+                    ),
                     # the server read the prompt once for all choices
                     cached_prompt_tokens=cached if i == 0 else prompt,
                 ),
@@ -294,8 +341,18 @@ class OpenAIWorker:
                 request_id=request.request_id,
                 timings=timings,
             )
-            for i, (c, count) in enumerate(zip(choices, counts, strict=True))
+            for i, (c, count) in enumerate(zip(kept, counts, strict=True))
         ]
+
+    def _read(self, parse: Callable[..., T], *args: Any) -> T:
+        """Run a parser of the server's reply; a malformed reply names the server."""
+        try:
+            return parse(*args)
+        except WorkerError as exc:
+            raise WorkerError(
+                f"{self._http.where} sent a malformed reply: {exc}. Check that it is an "
+                "OpenAI-compatible server"
+            ) from None
 
     # ----- streams --------------------------------------------------------------------------
 
@@ -312,38 +369,21 @@ class OpenAIWorker:
             if "text/event-stream" not in response.headers.get("content-type", ""):
                 # a server that ignores "stream" answers with one JSON reply
                 await response.aread()
-                run.take(self._http.read_json(response), call, request)
+                reply = self._http.read_json(response)
+                if not isinstance(reply.get("choices"), list):
+                    raise WorkerError(
+                        f"{self._http.where} answered a streamed request without choices "
+                        f"({str(reply)[:200]}); check that it is an OpenAI-compatible server"
+                    )
+                text = self._read(run.take, reply, call, request)
                 run.finish = run.finish or "stop"
-                if run.text:
-                    yield run.text
+                if text:
+                    yield text
                 return
-            decoder = EventStreamDecoder()
-            lines = response.aiter_lines()
-            while True:
-                try:
-                    line = await flight.race(_next_line(lines))
-                except Aborted:
-                    run.finish = "abort"
-                    return
-                except httpx.TimeoutException as exc:
-                    raise WorkerUnavailable(
-                        f"{self._http.where} sent nothing for {self.config.timeout:g}s in the "
-                        "middle of a stream; raise timeout or check the server"
-                    ) from exc
-                except httpx.TransportError as exc:
-                    raise WorkerUnavailable(
-                        f"the stream from {self._http.where} broke off ({exc!r}); check the "
-                        "server's log"
-                    ) from exc
-                data = decoder.feed(line) if line is not None else decoder.flush()
-                if data == "[DONE]":
-                    run.saw_done = True
-                elif data is not None:
-                    text = run.take(self._http.event_json(data), call, request)
-                    if text:
-                        yield text
-                if line is None:
-                    break
+            events = self._read_events(response, flight, run, call, request)
+            async with contextlib.aclosing(events):
+                async for text in events:
+                    yield text
         finally:
             await response.aclose()
         if run.finish is None:
@@ -354,6 +394,75 @@ class OpenAIWorker:
                 "runs with --interrupt_requests False, and drops the stream of a prompt longer "
                 "than its context; see the server's log"
             )
+
+    async def _read_events(
+        self,
+        response: httpx.Response,
+        flight: Flight,
+        run: _StreamState,
+        call: Call,
+        request: GenerationRequest,
+    ) -> AsyncGenerator[str, None]:
+        """The text of each event, until the stream ends, is cut off, or runs out of time.
+
+        Two deadlines bound the wait for the next line: `stream_timeout` for the whole stream
+        and `timeout` since the last event with data (keep-alive comments do not count).
+        """
+        loop = asyncio.get_running_loop()
+        ends_at = loop.time() + self.config.stream_timeout - (time.perf_counter() - run.started)
+        last_data = loop.time()
+        decoder = EventStreamDecoder()
+        lines = response.aiter_lines()
+        while True:
+            deadline = min(ends_at, last_data + self.config.timeout)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    line = await flight.race(_next_line(lines))
+            except Aborted:
+                run.finish = "abort"
+                return
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                raise self._stream_timed_out(whole=deadline >= ends_at) from exc
+            except httpx.TransportError as exc:
+                raise WorkerUnavailable(
+                    f"the stream from {self._http.where} broke off ({exc!r}); check the "
+                    "server's log"
+                ) from exc
+            data = decoder.feed(line) if line is not None else decoder.flush()
+            if data == "[DONE]":
+                run.saw_done = True
+            elif data is not None:
+                last_data = loop.time()
+                chunk = self._http.event_json(data)
+                if not isinstance(chunk.get("choices"), list) and "usage" not in chunk:
+                    raise WorkerError(
+                        f"{self._http.where} streamed an event without choices "
+                        f"({data[:200]!r}); check that it is an OpenAI-compatible server"
+                    )
+                text = self._read(run.take, chunk, call, request)
+                if text:
+                    yield text
+                if run.tally.cut:
+                    logger.warning(
+                        "%s: %s went on past max_tokens=%d; the stream was cut off there",
+                        self.worker_id, self._http.where, request.params.max_tokens,
+                    )  # fmt: skip
+                    return
+            if line is None:
+                return
+
+    def _stream_timed_out(self, *, whole: bool) -> WorkerUnavailable:
+        if whole:
+            return WorkerUnavailable(
+                f"the stream from {self._http.where} did not end within stream_timeout="
+                f"{self.config.stream_timeout:g}s; the connection was closed. Raise "
+                "stream_timeout for longer generations, or check the server"
+            )
+        return WorkerUnavailable(
+            f"{self._http.where} sent no data for {self.config.timeout:g}s in the middle of a "
+            "stream (keep-alive comments do not count); the connection was closed. Raise "
+            "timeout or check the server"
+        )
 
     # ----- helpers --------------------------------------------------------------------------
 
@@ -380,7 +489,15 @@ class OpenAIWorker:
         models = listing.get("data")
         if isinstance(models, list) and models and isinstance(models[0], dict):
             self._model = str(models[0].get("id") or "") or None
-            self._max_context = self._max_context or int(models[0].get("max_model_len") or 0)
+            length = models[0].get("max_model_len") or 0
+            if not self._max_context and (
+                isinstance(length, bool) or not isinstance(length, int) or length < 0
+            ):
+                raise WorkerError(
+                    f"{self._http.where} lists max_model_len={str(length)[:40]!r}, not a whole "
+                    "number of tokens; set max_context to skip reading it"
+                )
+            self._max_context = self._max_context or length
         self._model_resolved = True
 
     def _check_open(self) -> None:
@@ -391,16 +508,17 @@ class OpenAIWorker:
 class _StreamState:
     """What a stream has received so far; becomes its final Completion."""
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, max_tokens: int, where: str) -> None:
         self.started = started
+        self.where = where
         self.queued_s = 0.0
         self.first_token_at = 0.0
         self.pieces: list[str] = []
-        self.chunks = 0
+        self.tally = TokenTally(max_tokens)
         self.logprobs: list[TokenLogprob] | None = None
         self.finish: FinishReason | None = None
         self.stop_reason: str | None = None
-        self.usage: tuple[int, int, int] | None = None
+        self.usage: ReplyUsage | None = None
         self.saw_done = False
 
     @property
@@ -408,33 +526,38 @@ class _StreamState:
         return "".join(self.pieces)
 
     def take(self, chunk: dict[str, Any], call: Call, request: GenerationRequest) -> str:
-        """Record one streamed chunk (or a whole reply); return its new text."""
+        """Record one streamed chunk (or a whole reply); return its new text (what fits)."""
         self.usage = parse_usage(chunk) or self.usage
         text = ""
         for choice in parse_choices(chunk, chat=call.chat, stop=request.params.stop):
-            text += choice.text
-            if choice.logprobs is not None:
-                self.logprobs = (self.logprobs or []) + list(choice.logprobs)
-            if choice.finish_reason is not None:
+            kept, logprobs = self.tally.admit(choice.text, choice.logprobs)
+            text += kept
+            if logprobs is not None:
+                self.logprobs = (self.logprobs or []) + list(logprobs)
+            if self.tally.cut:
+                self.finish, self.stop_reason = "length", None
+            elif choice.finish_reason is not None:
                 self.finish = choice.finish_reason
                 self.stop_reason = choice.stop_reason
         if text:
-            self.chunks += 1
             self.pieces.append(text)
             self.first_token_at = self.first_token_at or time.perf_counter()
         return text
 
     def completion(self, worker_id: str, request: GenerationRequest) -> Completion:
         done = time.perf_counter()
-        prompt, completion, cached = self.usage or (0, 0, 0)
-        if self.usage is None or self.finish == "abort":
-            completion = len(self.logprobs) if self.logprobs is not None else self.chunks
+        usage = self.usage or ReplyUsage()
+        fewest = max(self.tally.counted, len(self.logprobs or ()))
+        reported = None if self.finish == "abort" else usage.completion_tokens
+        completion = settle_count(reported, fewest, request.params.max_tokens, where=self.where)
         return Completion(
             text=self.text,
             finish_reason=self.finish or "abort",
             stop_reason=self.stop_reason if self.finish == "stop" else None,
             usage=TokenUsage(
-                prompt_tokens=prompt, completion_tokens=completion, cached_prompt_tokens=cached
+                prompt_tokens=usage.prompt,
+                completion_tokens=completion,
+                cached_prompt_tokens=usage.cached,
             ),
             logprobs=tuple(self.logprobs) if self.logprobs is not None else None,
             worker_id=worker_id,
@@ -445,6 +568,21 @@ class _StreamState:
                 total_s=done - self.started,
             ),
         )
+
+
+def _within(choice: Choice, limit: int, where: str) -> Choice:
+    """A choice of a plain reply cut at `limit` tokens, if the server went past it."""
+    logprobs = choice.logprobs
+    if fewest_tokens(choice.text, len(logprobs or ())) <= limit:
+        return choice
+    logger.warning("%s went on past max_tokens=%d; its reply was cut off there", where, limit)
+    return dataclasses.replace(
+        choice,
+        text=text_within(choice.text, limit, logprobs),
+        finish_reason="length",
+        stop_reason=None,
+        logprobs=logprobs[:limit] if logprobs is not None else None,
+    )
 
 
 async def _next_line(lines: AsyncIterator[str]) -> str | None:

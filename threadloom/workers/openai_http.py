@@ -7,12 +7,14 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from pydantic import SecretStr
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -21,7 +23,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from threadloom.errors import RateLimited, WorkerError, WorkerUnavailable
+from threadloom.errors import AuthenticationError, RateLimited, WorkerError, WorkerUnavailable
 from threadloom.workers.openai_protocol import ErrorBody, request_error, retry_after_s
 
 if TYPE_CHECKING:
@@ -127,7 +129,14 @@ class Connection:
     def __init__(self, config: OpenAIWorkerConfig, name: str) -> None:
         self.config = config
         self.name = name
-        self.where = f"the server at {config.base_url}"
+        self.where = f"the server at {redact_url(config.base_url)}"
+        self._key, self.key_withheld = _bearer_key(config)
+        if self.key_withheld:
+            logger.warning(
+                "%s: OPENAI_API_KEY is not sent to %s: plain http to a host that is not this "
+                "machine would expose it. Use https, or pass api_key with allow_key_over_http",
+                name, self.where,
+            )  # fmt: skip
         self._session: Session | None = None
 
     def session(self) -> Session:
@@ -136,8 +145,8 @@ class Connection:
         if self._session is None or self._session.loop is not loop:
             config = self.config
             headers = dict(config.headers)
-            if config.api_key is not None:
-                headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+            if self._key is not None:
+                headers["Authorization"] = f"Bearer {self._key.get_secret_value()}"
             client = httpx.AsyncClient(
                 base_url=config.base_url,
                 headers=headers,
@@ -222,7 +231,13 @@ class Connection:
                 f"{self.where} failed ({status}: {error.message}); check the server's log",
                 wait_s=wait_s,
             )
-        raise request_error(status, error, self.where)
+        refusal = request_error(status, error, self.where)
+        if self.key_withheld and isinstance(refusal, AuthenticationError):
+            refusal = AuthenticationError(
+                f"{refusal} OPENAI_API_KEY was not sent, because {self.where} is plain http to "
+                "another host: use https, or pass api_key with allow_key_over_http=True"
+            )
+        raise refusal
 
     def _timed_out(self) -> WorkerUnavailable:
         return WorkerUnavailable(
@@ -321,3 +336,31 @@ def is_loopback(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def exposes_secrets(url: str) -> bool:
+    """True when `url` is plain http to a host that is not this machine (readable in transit)."""
+    return urlsplit(url).scheme == "http" and not is_loopback(url)
+
+
+def redact_url(url: str) -> str:
+    """`url` with any user name and password in it replaced by '***'."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
+def _bearer_key(config: OpenAIWorkerConfig) -> tuple[SecretStr | None, bool]:
+    """The key to send, and whether OPENAI_API_KEY was held back (plain http to another host).
+
+    An explicit `api_key` was already checked against the URL by the config.
+    """
+    if config.api_key is not None:
+        return config.api_key, False
+    found = os.environ.get("OPENAI_API_KEY")
+    if not found:
+        return None, False
+    if exposes_secrets(config.base_url) and not config.allow_key_over_http:
+        return None, True
+    return SecretStr(found), False

@@ -1,7 +1,8 @@
-"""The OpenAI wire format as pure functions: request bodies, replies, streamed events, errors.
+"""The OpenAI wire format as pure functions: request bodies, streamed events, errors.
 
 `OpenAIWorker` does the I/O; everything here is data in, data out, so it is easy to test and
-to read against the API reference of the servers it targets (vLLM, llama.cpp, SGLang).
+to read against the API reference of the servers it targets (vLLM, llama.cpp, SGLang). Replies
+are read (and checked) in `openai_replies`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from threadloom.errors import (
     ContextLengthError,
     ThreadloomError,
 )
-from threadloom.types import ChatMessage, FinishReason, GenerationRequest, TokenLogprob
+from threadloom.types import ChatMessage, GenerationRequest
 
 Endpoint = Literal["chat", "completions"]
 
@@ -153,111 +154,7 @@ def build_call(
     return Call(path, body)
 
 
-# ----- replies ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One choice of a reply, or the part of it one streamed chunk carries."""
-
-    index: int
-    text: str
-    finish_reason: FinishReason | None
-    stop_reason: str | None
-    logprobs: tuple[TokenLogprob, ...] | None
-
-
-def parse_choices(reply: dict[str, Any], *, chat: bool, stop: tuple[str, ...]) -> list[Choice]:
-    """The choices of a reply or of one streamed chunk, in index order."""
-    choices = reply.get("choices")
-    if not isinstance(choices, list):
-        return []
-    parsed = [_choice(raw, chat=chat, stop=stop) for raw in choices if isinstance(raw, dict)]
-    return sorted(parsed, key=lambda c: c.index)
-
-
-def _choice(raw: dict[str, Any], *, chat: bool, stop: tuple[str, ...]) -> Choice:
-    if chat:
-        part = raw.get("message") or raw.get("delta") or {}
-        text = part.get("content") if isinstance(part, dict) else None
-    else:
-        text = raw.get("text")
-    reason = raw.get("stop_reason")  # vLLM: the stop string that matched (or a token id)
-    return Choice(
-        index=int(raw.get("index") or 0),
-        text=text if isinstance(text, str) else "",
-        finish_reason=finish_reason(raw.get("finish_reason")),
-        stop_reason=reason if isinstance(reason, str) and reason in stop else None,
-        logprobs=parse_logprobs(raw.get("logprobs"), chat=chat),
-    )
-
-
-def finish_reason(raw: object) -> FinishReason | None:
-    """The project's finish reason for a server's (tool calls and filters count as stop)."""
-    if raw is None:
-        return None
-    if raw == "length":
-        return "length"
-    if raw in ("abort", "cancelled"):
-        return "abort"
-    return "stop"
-
-
-def parse_logprobs(raw: object, *, chat: bool) -> tuple[TokenLogprob, ...] | None:
-    """Per-token log-probabilities in the chat shape (`content`) or the completions shape."""
-    if not isinstance(raw, dict):
-        return None
-    out: list[TokenLogprob] = []
-    if chat:
-        for entry in raw.get("content") or ():
-            if not isinstance(entry, dict) or entry.get("logprob") is None:
-                continue
-            top = {
-                str(alt["token"]): float(alt["logprob"])
-                for alt in entry.get("top_logprobs") or ()
-                if isinstance(alt, dict) and alt.get("logprob") is not None
-            }
-            out.append(
-                TokenLogprob(token=str(entry["token"]), logprob=float(entry["logprob"]), top=top)
-            )
-        return tuple(out)
-    tokens = raw.get("tokens") or []
-    values = raw.get("token_logprobs") or []
-    tops = raw.get("top_logprobs") or []
-    for i, (token, value) in enumerate(zip(tokens, values, strict=False)):
-        if value is None:
-            continue
-        alts = tops[i] if i < len(tops) and isinstance(tops[i], dict) else {}
-        top = {str(t): float(lp) for t, lp in alts.items() if lp is not None}
-        out.append(TokenLogprob(token=str(token), logprob=float(value), top=top))
-    return tuple(out)
-
-
-def parse_usage(reply: dict[str, Any]) -> tuple[int, int, int] | None:
-    """(prompt, completion, cached prompt) tokens of a reply's `usage`, if it has one."""
-    usage = reply.get("usage")
-    if not isinstance(usage, dict):
-        return None
-    details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    return (
-        int(usage.get("prompt_tokens") or 0),
-        int(usage.get("completion_tokens") or 0),
-        int(cached or 0),
-    )
-
-
-def split_tokens(total: int, texts: list[str]) -> list[int]:
-    """Share a reply's completion tokens among its choices, in proportion to their text."""
-    if not texts:
-        return []
-    weights = [max(len(t), 1) for t in texts]
-    exact = [total * w / sum(weights) for w in weights]
-    shares = [int(x) for x in exact]
-    by_remainder = sorted(range(len(texts)), key=lambda i: exact[i] - shares[i], reverse=True)
-    for i in by_remainder[: total - sum(shares)]:
-        shares[i] += 1
-    return shares
+# ----- streams ------------------------------------------------------------------------------
 
 
 class EventStreamDecoder:
