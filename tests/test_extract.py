@@ -8,8 +8,10 @@ from threadloom.verifiers.extract import (
     extract_boxed,
     extract_code,
     extract_last_number,
+    normalize_number,
     parse_number,
 )
+from threadloom.verifiers.voting import answer_key
 
 
 def test_boxed_takes_the_last_and_balances_braces() -> None:
@@ -64,3 +66,27 @@ def test_parse_number() -> None:
     assert parse_number("3/4") == Fraction(3, 4)
     assert parse_number("abc") is None
     assert parse_number("1/0") is None
+
+
+@pytest.mark.timeout(30)  # before the bound, this one computed 10**999999999 for hours
+@pytest.mark.parametrize(
+    "text", ["1e999999999", "-1e999999999", "1e-999999999", "5e1001", "7" * 1001, "1.5e99999"]
+)
+def test_numbers_past_the_bounds_are_not_numbers(text: str) -> None:
+    assert parse_number(text) is None
+    assert not (answer_key(text) or "").startswith("#")  # votes as text, not as a number
+
+
+def test_numbers_within_the_bounds_are_exact() -> None:
+    assert parse_number("1e1000") == 10**1000
+    assert parse_number("2.5e-3") == Fraction(1, 400)
+    assert parse_number("7" * 400) == int("7" * 400)
+    assert parse_number("1_000") is None  # Python literal syntax, not how answers are written
+
+
+def test_normalizing_numbers_beyond_floats_keeps_them_exact() -> None:
+    huge = "1" * 400 + ".5"
+    assert normalize_number(huge) == huge
+    assert parse_number(normalize_number(huge) or "") == Fraction(int("1" * 400) * 2 + 1, 2)
+    assert normalize_number("1e-400") == "1e-400"
+    assert normalize_number("7" * 400) == "7" * 400

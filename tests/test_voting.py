@@ -42,3 +42,20 @@ def test_rank_by_score_then_logprob() -> None:
     cands = [cand("x", -0.1, 0.0), cand("y", -3.0, 1.0), cand("z", -0.2, 1.0)]
     assert [c.answer for c in rank_by_score(cands, "v")] == ["z", "y", "x"]
     assert next(c.answer for c in rank_by_score(cands, None)) == "z"
+
+
+def test_huge_and_exponent_answers_vote_without_raising() -> None:
+    # '1e5000' used to reach str() of a 5001-digit int: ValueError past Python's digit limit
+    groups = vote([cand("1e5000"), cand("1e5000"), cand("42")])
+    assert [len(g.members) for g in groups] == [2, 1]
+    assert groups[0].members[0].answer == "1e5000"
+    # a 400-digit answer votes by value, under a key that needs no decimal conversion
+    digits = "7" * 400
+    assert answer_key(digits) == answer_key(digits + ".0")
+    assert len(answer_key(digits) or "") < 400
+    assert answer_key("1e999999999") == "1e999999999"  # past the bound: compared as text
+
+
+def test_small_number_keys_stay_readable() -> None:
+    assert answer_key("42") == "#42"
+    assert answer_key("0.75") == "#3/4"

@@ -69,15 +69,14 @@ def normalize_number(raw: str) -> str | None:
         return None
     if value.denominator == 1:
         return str(value.numerator)
-    exact = f"{value.numerator}/{value.denominator}"
     if "/" in cleaned:
-        return exact
+        return f"{value.numerator}/{value.denominator}"
     try:
         as_float = float(value)
     except OverflowError:
-        return exact
+        return cleaned
     if as_float == 0.0 or math.isinf(as_float):
-        return exact  # too small or too large for a float: keep it exact
+        return cleaned  # too small or too large for a float: keep it as written, exact
     return repr(as_float)
 
 

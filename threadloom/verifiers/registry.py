@@ -1,4 +1,5 @@
-"""Verifier kinds by name, resolved lazily: 'numeric', 'math', 'regex:PATTERN', 'contains:a,b'."""
+"""Verifier kinds by name, resolved lazily: 'numeric', 'math', 'regex:PATTERN', 'contains:a,b',
+'code' (or 'code:guards' for the weaker sandbox)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ def make_verifier(spec: str | Verifier, **options: Any) -> Verifier:
     hostile answer becomes a failed Score instead of ending the run.
     """
     if not isinstance(spec, str):
+        if not isinstance(spec, Verifier):
+            raise ConfigError(
+                f"a verifier must be a name such as 'numeric' or an object with a name and an "
+                f"async score(problem, candidate); got {type(spec).__name__}"
+            )
         return make_total(spec)
     return make_total(_build(spec, **options))
 
@@ -53,6 +59,9 @@ def _build(spec: str, **options: Any) -> Verifier:
         if name == "regex":
             return cls(argument, **options)  # type: ignore[no-any-return]
         return cls([k for k in argument.split(",")], **options)  # type: ignore[no-any-return]
+    if name == "code" and argument:
+        # 'code:guards' opts in to the weaker Python-guard sandbox; 'code:bwrap' is the default
+        return cls(isolation=argument.strip().lower(), **options)  # type: ignore[no-any-return]
     if argument:
         raise ConfigError(f"the {name} verifier takes no argument (got {argument!r})")
     return cls(**options)  # type: ignore[no-any-return]
