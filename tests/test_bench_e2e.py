@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -17,6 +19,7 @@ def _bench(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_bench_runs_resumes_and_plots(tmp_path: Path) -> None:
     out = tmp_path / "results.jsonl"
     plot = tmp_path / "scaling.png"
@@ -50,6 +53,12 @@ def test_bench_runs_resumes_and_plots(tmp_path: Path) -> None:
     assert len(lines) == 6
     record = json.loads(lines[0])
     assert record["dataset"] == "arithmetic" and record["reference"] is not None
+    fingerprint = record["fingerprint"]
+    assert fingerprint["worker"] == "llamacpp" and fingerprint["model"].startswith("sha256:")
+    assert fingerprint["sampling"]["max_tokens"] == 48
+    for each in by.values():
+        low, high = each["accuracy_ci"]
+        assert low <= each["accuracy"] <= high
     assert plot.stat().st_size > 10_000
 
     again = _bench(*args)
@@ -57,6 +66,15 @@ def test_bench_runs_resumes_and_plots(tmp_path: Path) -> None:
     assert "6 of 6 already done" in " ".join(again.stderr.split())
     assert len(out.read_text().splitlines()) == 6
     assert json.loads(again.stdout)["strategies"] == summary["strategies"]
+
+    # the same file with other sampling settings is refused before the model loads
+    before = out.read_bytes()
+    other = list(args)
+    other[other.index("48")] = "64"
+    refused = _bench(*other)
+    assert refused.returncode == 2
+    assert "sampling.max_tokens: 48 → 64" in " ".join(refused.stderr.split())
+    assert out.read_bytes() == before
 
 
 def test_bench_bad_input(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from threadloom.evaluation.fingerprint import (
 from threadloom.evaluation.records import BenchRecord, ResultLog, separate_set_path
 from threadloom.evaluation.sanitize import scrub_text
 from threadloom.evaluation.summary import StrategySummary, summarize
+from threadloom.exit_codes import INTERRUPTED, exit_code_for
 from threadloom.types import Problem, SamplingParams
 
 bench_app = typer.Typer(
@@ -364,7 +365,8 @@ def _run_and_report(
     except KeyboardInterrupt:
         interrupted = True
     except ThreadloomError as exc:
-        raise fail(str(exc)) from None
+        # 2 for a configuration the run found wrong, 3 for a failure at run time
+        raise fail(str(exc), exit_code_for(exc)) from None
     wanted = {record_key(name, p, s, seed) for p in problems for s in strategies}
     records = [r for r in log.read() if r.key() in wanted and r.fingerprint == fingerprint]
     order = [scrub_text(label) for label in labels]
@@ -389,4 +391,4 @@ def _run_and_report(
             console.print(Text(f"plot written to {plot}"))
     if interrupted:
         err_console.print("[yellow]interrupted: finished problems are saved; rerun to resume[/]")
-        raise typer.Exit(130)
+        raise typer.Exit(INTERRUPTED)

@@ -1,26 +1,20 @@
-"""Make model- and user-provided text safe to store: no lone surrogates in what is written."""
+"""Make model- and user-provided values safe to store: no lone surrogates in what is written."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-REPLACEMENT = "\ufffd"
+from threadloom.unicode_text import replace_lone_surrogates as scrub_text
 
-
-def scrub_text(text: str) -> str:
-    """`text` with every surrogate code point replaced by U+FFFD.
-
-    A Python str holds surrogates only where a string was decoded with `surrogateescape`
-    (non-UTF-8 bytes from argv or a file) or built from a lone `\\udXXX` JSON escape; neither
-    can be encoded as UTF-8, so they are replaced before a record is written.
-    """
-    return _SURROGATE.sub(REPLACEMENT, text)
+__all__ = ["scrub", "scrub_text"]
 
 
 def scrub(value: Any) -> Any:
-    """`value` with `scrub_text` applied to every string inside it (dicts, lists, tuples)."""
+    """`value` with every lone surrogate in its strings (dict keys, lists, tuples) as U+FFFD.
+
+    Such characters come from non-UTF-8 bytes (argv, files) or lone JSON escapes; UTF-8 cannot
+    encode them, so a record holding one could not be written.
+    """
     if isinstance(value, str):
         return scrub_text(value)
     if isinstance(value, dict):
