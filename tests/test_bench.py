@@ -9,7 +9,7 @@ import pytest
 
 from threadloom import FakeWorker, Problem
 from threadloom.evaluation.bench import Verifiers, run_bench, strategy_view
-from threadloom.evaluation.plot import plot_scaling
+from threadloom.evaluation.plot import _error_bars, plot_scaling
 from threadloom.evaluation.records import ResultLog
 from threadloom.evaluation.summary import summarize
 from threadloom.strategies.registry import make_strategy
@@ -148,5 +148,12 @@ async def test_plot_is_written(tmp_path: Path) -> None:
         dataset="toy",
         verifiers=Verifiers(selection="auto"),
     )
-    path = plot_scaling(summarize(records), tmp_path / "scaling.png", title="toy")
+    summaries = summarize(records)
+    path = plot_scaling(summaries, tmp_path / "scaling.png", title="toy $x")
     assert path.stat().st_size > 10_000
+    # error bars span each point's Wilson interval
+    values = [100 * s.accuracy for s in summaries]
+    below, above = _error_bars(values, [s.accuracy_ci for s in summaries])
+    for s, value, down, up in zip(summaries, values, below, above, strict=True):
+        low, high = s.accuracy_ci
+        assert value - down == pytest.approx(100 * low) and value + up == pytest.approx(100 * high)

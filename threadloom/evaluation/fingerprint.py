@@ -117,6 +117,8 @@ def describe_worker_spec(
     given, a fake worker by its script, and a Ray cluster file by the hash of the file.
     """
     if workers_file is not None:
+        if not workers_file.is_file():
+            raise ConfigError(f"cluster file not found: {workers_file} (pass --workers FILE.yaml)")
         return "ray", f"cluster:{file_sha256(workers_file)}"
     kind, model = _describe_spec(spec)
     return ("ray", model) if ray_address is not None else (kind, model)
