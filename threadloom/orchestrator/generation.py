@@ -88,6 +88,8 @@ class GenerationGuard:
                     await self._close_stream()
                     break
                 text = self._accept(delta.text) if delta.text else ""
+                if self._cut and self._aborting is None:
+                    await self._abort_now()
                 if delta.completion is not None:
                     yield StreamDelta(text=text, completion=self._final(delta.completion))
                     return
@@ -142,7 +144,6 @@ class GenerationGuard:
                 "worker %s sent more than the %d tokens granted to request %s: aborted",
                 self.worker.worker_id, self.granted, self.request.request_id,
             )
-            self._abort()
             cutoff = asyncio.get_running_loop().time() + CUTOFF_GRACE_S
             if self._stop_reading_at is None or cutoff < self._stop_reading_at:
                 self._stop_reading_at = cutoff
@@ -170,6 +171,13 @@ class GenerationGuard:
         self.expired = True
         self._on_deadline()
         self._abort()
+
+    async def _abort_now(self) -> None:
+        """Abort at once (before reading on), so an overrunning worker stops within a step."""
+        self._abort()
+        assert self._aborting is not None
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._aborting)
 
     def _abort(self) -> None:
         if self._aborting is None:

@@ -13,8 +13,10 @@ from threadloom.types import Completion, GenerationRequest, Timings, TokenLogpro
 from threadloom.workers.base import StreamDelta, WorkerCapabilities, collect_stream
 
 Script = Sequence[str] | Callable[[GenerationRequest, int], str]
+Delay = float | Callable[[GenerationRequest], float]
 
 _TOKEN = re.compile(r"\s*\S+")
+_ABORT_POLL_S = 0.02
 
 
 class FakeWorker:
@@ -22,9 +24,13 @@ class FakeWorker:
 
     Args:
         script: Replies used in turn (cycled), or a function of (request, call index) -> reply.
-        token_delay_s: Sleep per emitted token, to simulate decoding time (0 = none).
+        token_delay_s: Sleep per emitted token, to simulate decoding time (0 = none); or a
+            function of the request giving its delay.
         worker_id: Name used in traces.
         max_context: Context window reported in capabilities.
+        honours_max_tokens: False imitates a server that ignores `max_tokens`.
+        honours_abort: False imitates a worker that never stops a request it was asked to
+            abort (`abort` still answers True while the request runs).
 
     Tokens are whitespace-separated words; each token's log-probability is a deterministic
     function of its text, so tie-breaking by log-probability is testable.
@@ -34,9 +40,11 @@ class FakeWorker:
         self,
         script: Script = ("42",),
         *,
-        token_delay_s: float = 0.0,
+        token_delay_s: Delay = 0.0,
         worker_id: str = "fake",
         max_context: int = 4096,
+        honours_max_tokens: bool = True,
+        honours_abort: bool = True,
     ) -> None:
         if not callable(script) and not script:
             raise ValueError("FakeWorker needs at least one scripted reply")
@@ -44,6 +52,8 @@ class FakeWorker:
         self.token_delay_s = token_delay_s
         self.worker_id = worker_id
         self._max_context = max_context
+        self.honours_max_tokens = honours_max_tokens
+        self.honours_abort = honours_abort
         self._calls = 0
         self._aborted: set[str] = set()
         self._running: set[str] = set()
@@ -52,6 +62,8 @@ class FakeWorker:
         """Every request received, in order."""
         self.tokens_emitted = 0
         """Completion tokens produced, across all requests (aborted ones included)."""
+        self.aborted: list[str] = []
+        """Ids of the requests an abort reached while they ran, in order."""
 
     @property
     def capabilities(self) -> WorkerCapabilities:
@@ -86,8 +98,9 @@ class FakeWorker:
             reply = reply[: min(hits)[0]]
         tokens = _TOKEN.findall(reply)
         finish = "stop"
-        if len(tokens) > params.max_tokens:
+        if len(tokens) > params.max_tokens and self.honours_max_tokens:
             tokens, finish = tokens[: params.max_tokens], "length"
+        delay = self.token_delay_s(request) if callable(self.token_delay_s) else self.token_delay_s
         self._running.add(request.request_id)
         emitted: list[str] = []
         first_token_at = 0.0
@@ -96,9 +109,8 @@ class FakeWorker:
                 if request.request_id in self._aborted:
                     finish = "abort"
                     break
-                if self.token_delay_s:
-                    await asyncio.sleep(self.token_delay_s)
-                    if request.request_id in self._aborted:
+                if delay:
+                    if await self._pause(request.request_id, delay):
                         finish = "abort"
                         break
                 else:
@@ -134,9 +146,20 @@ class FakeWorker:
             ),
         )
 
+    async def _pause(self, request_id: str, delay: float) -> bool:
+        """Sleep one token's time in short slices; True as soon as the request is aborted."""
+        end = time.perf_counter() + delay
+        while (left := end - time.perf_counter()) > 0:
+            await asyncio.sleep(min(left, _ABORT_POLL_S))
+            if request_id in self._aborted:
+                return True
+        return False
+
     async def abort(self, request_id: str) -> bool:
         if request_id in self._running:
-            self._aborted.add(request_id)
+            self.aborted.append(request_id)
+            if self.honours_abort:
+                self._aborted.add(request_id)
             return True
         return False
 

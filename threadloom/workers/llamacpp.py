@@ -92,13 +92,7 @@ class LlamaCppWorker:
         self.worker_id = worker_id or f"llamacpp-{uuid.uuid4().hex[:6]}"
         threads = n_threads or os.cpu_count() or 1
         try:
-            self._llama = llama_cpp.Llama(
-                model_path=str(self.model_path),
-                n_ctx=64,
-                n_batch=64,
-                n_threads=1,
-                verbose=False,
-            )
+            self._llama = _load_model(self.model_path)
         except (ValueError, RuntimeError) as exc:
             raise ModelNotFoundError(
                 f"llama.cpp could not load {self.model_path}: {exc}. Check that the file is a "
@@ -113,7 +107,7 @@ class LlamaCppWorker:
             speculation=spec_config,
             name=self.worker_id,
         )
-        metadata: dict[str, str] = dict(self._llama.metadata)
+        metadata: dict[str, str] = dict(self._llama.metadata())
         template = metadata.get("tokenizer.chat_template")
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         self._template = env.from_string(template) if template else None
@@ -386,3 +380,30 @@ def _bundled_or_none() -> Path | None:
         return bundled_model_path()
     except ModelNotFoundError:
         return None
+
+
+def _load_model(path: Path) -> Any:
+    """The model's weights and vocabulary, loaded once for the engine and the tokenizer.
+
+    llama.cpp's AMX matrix kernels (chosen through its "extra buffer types" on CPUs with AMX
+    tiles) crash in multi-token batched decoding of this model, so those buffer types are
+    turned off on such CPUs; elsewhere llama.cpp keeps its defaults.
+    """
+    from llama_cpp._internals import LlamaModel
+    from llama_cpp._logger import set_verbose
+
+    set_verbose(False)  # llama.cpp's load and context logs, silenced as Llama(verbose=False) does
+    params = llama_cpp.llama_model_default_params()
+    if _cpu_has_amx():
+        params.use_extra_bufts = False
+    return LlamaModel(path_model=str(path), params=params, verbose=False)
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            return any(
+                line.startswith("flags") and "amx_tile" in line.split() for line in info
+            )
+    except OSError:
+        return False
