@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -35,7 +36,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def llama_server(*, n_ctx: int = 1024, ready_timeout_s: float = 180.0) -> Iterator[str]:
-    """Run llama_cpp.server on the bundled model; yield its base URL (…/v1)."""
+    """Run llama_cpp.server on the bundled model; yield its base URL (…/v1).
+
+    THREADLOOM_LLAMA_SERVER_ARGS adds arguments to the server's command line (e.g.
+    "--n_batch 1" for a llama.cpp build that crashes when it evaluates a prompt in batches).
+    """
     from threadloom.workers.models import bundled_model_path
 
     port = free_port()
@@ -56,6 +61,7 @@ def llama_server(*, n_ctx: int = 1024, ready_timeout_s: float = 180.0) -> Iterat
         # serve concurrent streams one after another instead of cutting the running one short
         "--interrupt_requests",
         "False",
+        *shlex.split(os.environ.get("THREADLOOM_LLAMA_SERVER_ARGS", "")),
     ]
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from openai_server import (
     Reply,
+    RewritingProxy,
     ScriptedServer,
     chat_reply,
     completion_reply,
@@ -227,6 +229,43 @@ def test_best_of_n_run_through_the_orchestrator(server_url: str, template: ChatT
         assert result.best is not None and result.best.mean_logprob is not None
         assert all(c.text for c in result.candidates)
     asyncio.run(worker.close())
+
+
+def raise_the_limit(body: dict[str, Any]) -> dict[str, Any]:
+    """What a server that ignores max_tokens would do: generate far past it."""
+    return {**body, "max_tokens": 120}
+
+
+@slow
+async def test_a_server_that_ignores_max_tokens_is_cut_off(
+    server_url: str, worker: OpenAIWorker
+) -> None:
+    story = raw("Once upon a time, in a land far away,", temperature=0, max_tokens=8)
+    numbers = raw("1, 2, 3,", temperature=0, max_tokens=6, logprobs=1)
+    expected_story = await worker.generate(story)
+    expected_numbers = await worker.generate(numbers)
+    with RewritingProxy(server_url, raise_the_limit) as proxy:
+        beyond = OpenAIWorker(base_url=proxy.base_url, chat_template=worker.config.chat_template)
+        try:
+            deltas = [d async for d in beyond.stream(story)]
+            for _ in range(200):  # the proxy notices the closed connection at its next write
+                if proxy.disconnects:
+                    break
+                await asyncio.sleep(0.05)
+            plain = await beyond.generate(numbers)
+        finally:
+            await beyond.close()
+    assert [b["max_tokens"] for b in proxy.bodies] == [120, 120]
+    streamed = deltas[-1].completion
+    assert streamed is not None
+    # llama_cpp.server streams one token a chunk: the client kept exactly eight
+    assert len(deltas) - 1 == 8 == streamed.usage.completion_tokens
+    assert (streamed.text, streamed.finish_reason) == (expected_story.text, "length")
+    assert proxy.disconnects == 1  # the stream was closed long before its 120 tokens
+    # the plain reply came whole (with 120 tokens' usage) and was cut at the sixth token
+    assert (plain.text, plain.finish_reason) == (expected_numbers.text, "length")
+    assert plain.logprobs is not None and len(plain.logprobs) == 6
+    assert plain.usage.completion_tokens == 6
 
 
 # ----- retries and errors (scripted server) -------------------------------------------------
