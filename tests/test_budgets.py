@@ -189,3 +189,17 @@ async def test_cancelling_a_scope_refuses_new_work_in_it_and_its_children() -> N
     late = ctx.fork()
     for scope in (ctx, child, late):
         assert await scope.sample(2) == []
+
+
+async def test_closing_a_live_stream_early_aborts_the_runs_generations() -> None:
+    worker = FakeWorker([LONG], token_delay_s=0.05)
+    seen = 0
+    async for event in tl.stream(Q, "best-of-n", n=4, worker=worker):
+        seen += event.type == "delta"
+        if seen >= 3:
+            break
+    await asyncio.sleep(0.1)
+    assert worker.in_flight == 0
+    emitted = worker.tokens_emitted
+    await asyncio.sleep(0.3)
+    assert worker.tokens_emitted == emitted < 4 * 30
