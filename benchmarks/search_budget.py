@@ -105,7 +105,8 @@ async def main() -> None:
     try:
         await run_bench(problems, strategies, worker, log, dataset="arithmetic",
                         verifiers=verifiers, concurrency=args.concurrency, on_record=progress,
-                        params=tl.SamplingParams(temperature=0.8, max_tokens=args.max_tokens))
+                        params=tl.SamplingParams(temperature=0.8, max_tokens=args.max_tokens),
+                        dataset_options={"difficulty": args.difficulty})
     finally:
         await worker.close()
         verifiers.close()

@@ -131,6 +131,16 @@ async def test_records_carry_the_fingerprint(tmp_path: Path) -> None:
     assert stored["verifier"] == "none" and stored["version"]
 
 
+async def test_dataset_options_enter_the_default_fingerprint(tmp_path: Path) -> None:
+    log = ResultLog(tmp_path / "r.jsonl")
+    await bench(log, right_worker(), dataset_options={"difficulty": 1})
+    before = log.path.read_bytes()
+    worker = right_worker()
+    with pytest.raises(ConfigError, match=r"dataset\.difficulty: 1 → 2"):
+        await bench(log, worker, dataset_options={"difficulty": 2})
+    assert log.path.read_bytes() == before and worker.requests == []
+
+
 async def test_a_second_writer_does_no_work(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     holder = ResultLog(path)

@@ -6,8 +6,9 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from threadloom.errors import ConfigError
 from threadloom.evaluation.fingerprint import RunFingerprint, describe_worker, make_fingerprint
@@ -130,6 +131,7 @@ async def run_bench(
     concurrency: int = 4,
     on_record: Callable[[BenchRecord], None] | None = None,
     fingerprint: RunFingerprint | None = None,
+    dataset_options: Mapping[str, Any] | None = None,
 ) -> list[BenchRecord]:
     """Run every strategy on every problem not already in the log; return the new records.
 
@@ -139,7 +141,9 @@ async def run_bench(
     is recorded with its error, counts as wrong, and is retried next time; the others go on.
 
     The log is locked for the whole run, and every record carries `fingerprint` (by default
-    one built from the worker, `params`, the selection verifier and `seed`).
+    one built from the worker, `params`, the selection verifier, `seed` and `dataset_options`:
+    pass what chose the problems, such as a generator's difficulty, so that a log of other
+    problems under the same ids is refused).
 
     Raises:
         ConfigError: Bad concurrency; another writer holds the log; or the log holds records
@@ -152,7 +156,7 @@ async def run_bench(
             worker=describe_worker(worker),
             params=params,
             verifier=verifiers.selection,
-            dataset={"seed": seed},
+            dataset={"seed": seed, **(dataset_options or {})},
         )
     with log.lock():
         log.check_fingerprint(fingerprint)
