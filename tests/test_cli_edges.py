@@ -37,14 +37,15 @@ def flat(text: str) -> str:
 INST = "fake:Sure [/INST] [bold]x[/] :smile: The answer is 4"
 
 
-def threadloom(*args: str | bytes, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-    """The real command in a fresh interpreter, with arguments passed as raw bytes."""
+def threadloom(*args: str | bytes | Path) -> subprocess.CompletedProcess[bytes]:
+    """The real command in a fresh interpreter, with arguments passed as raw bytes. Its output
+    is strict UTF-8, as on a UTF-8 terminal: printing a lone surrogate would fail."""
     return subprocess.run(
         [sys.executable, "-m", "threadloom.cli", *args],
         capture_output=True,
-        cwd=cwd,
         timeout=120,
-        env={**os.environ, "COLUMNS": "200", "THREADLOOM_DEBUG": ""},
+        env={**os.environ, "COLUMNS": "200", "THREADLOOM_DEBUG": "",
+             "PYTHONIOENCODING": "utf-8:strict"},
         check=False,
     )
 
@@ -88,6 +89,16 @@ def test_a_prompt_that_is_not_utf8_runs_and_prints_json(tmp_path: Path) -> None:
     assert "not valid UTF-8" in flat(done.stderr.decode())
     prompts = [json.loads(line) for line in trace.read_text().splitlines()]
     assert any("\ufffd\ufffd what" in json.dumps(event, ensure_ascii=False) for event in prompts)
+
+
+def test_undecodable_bytes_in_model_text_print_as_replacement_characters(tmp_path: Path) -> None:
+    trace = tmp_path / "t.jsonl"
+    done = threadloom("run", "q", "--worker", b"fake:bad \xff byte 5", "-n", "1", "--trace", trace)
+    assert done.returncode == 0, done.stderr
+    assert "bad \ufffd byte 5" in done.stdout.decode()
+    shown = threadloom("trace", "show", trace)
+    assert shown.returncode == 0, shown.stderr
+    assert "bad \ufffd byte 5" in shown.stdout.decode()
 
 
 def test_json_output_replaces_lone_surrogates_from_a_model() -> None:

@@ -180,7 +180,9 @@ def test_math_verifier_scores_any_answer(math_verifier: Any, text: str) -> None:
 def _render(renderable: Any) -> str:
     buffer = io.StringIO()
     Console(file=buffer, width=120, color_system="truecolor").print(renderable)
-    return buffer.getvalue()
+    printed = buffer.getvalue()
+    printed.encode("utf-8")  # what a strict UTF-8 terminal must accept: no lone surrogates
+    return printed
 
 
 @FUZZ
@@ -202,6 +204,7 @@ def test_a_run_on_hostile_replies_completes_and_prints(replies: list[str]) -> No
     buffer = io.StringIO()
     _print_result(result, Console(file=buffer, width=150))
     printed = buffer.getvalue()
+    printed.encode("utf-8")
     assert "answer:" in printed
     assert printed.count("\n") >= 3 + 4  # three candidate rows plus the table's frame
 
@@ -233,3 +236,24 @@ def test_markup_in_an_answer_prints_as_written() -> None:
     buffer = io.StringIO()
     _print_result(result, Console(file=buffer, width=150))
     assert "Sure [/INST] 4" in buffer.getvalue()
+
+
+async def test_lone_surrogates_reach_an_openai_server_as_replacement_characters() -> None:
+    from openai_server import Reply, ScriptedServer, chat_reply
+
+    from threadloom.types import ChatMessage, GenerationRequest
+    from threadloom.workers.openai import OpenAIWorker
+
+    request = GenerationRequest(
+        messages=(ChatMessage(role="user", content="bad \udcff byte"),), prefix="so \ud800"
+    )
+    # the reply itself spells a lone surrogate in JSON, as a server may
+    with ScriptedServer([Reply(200, chat_reply("ok \udcff"))]) as server:
+        worker = OpenAIWorker(base_url=server.base_url, model="m")
+        try:
+            completion = await worker.generate(request)
+        finally:
+            await worker.close()
+    sent = server.posts[0].body["messages"]
+    assert [m["content"] for m in sent] == ["bad \ufffd byte", "so \ufffd"]
+    assert completion.text.startswith("ok")

@@ -22,7 +22,11 @@ from rich.text import Text
 from threadloom.errors import ThreadloomError
 from threadloom.exit_codes import INTERRUPTED, UNEXPECTED, USAGE, exit_code_for
 from threadloom.types import Budget, Result, SamplingParams
-from threadloom.unicode_text import first_lone_surrogate, replace_lone_surrogates
+from threadloom.unicode_text import (
+    first_lone_surrogate,
+    replace_lone_surrogates,
+    replace_lone_surrogates_in,
+)
 
 app = typer.Typer(
     help="threadloom: fan a problem out to many parallel generations, verify, and merge.",
@@ -35,9 +39,13 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = USAGE) -> typer.Exit:
-    # messages quote user and model text: never read them as markup
-    err_console.print(Text.assemble(("error:", "bold red"), " ", message))
+    _print_error(message)
     return typer.Exit(code)
+
+
+def _print_error(message: str) -> None:
+    # messages quote user and model text: shown as text, never read as markup
+    err_console.print(Text.assemble(("error:", "bold red"), " ", replace_lone_surrogates(message)))
 
 
 def _fail_on(exc: ThreadloomError) -> typer.Exit:
@@ -220,24 +228,15 @@ def result_json(result: Result) -> str:
     try:
         return result.model_dump_json(indent=2)
     except PydanticSerializationError:  # a lone surrogate in some prompt or model text
-        data = _without_surrogates(result.model_dump(mode="json"))
+        data = replace_lone_surrogates_in(result.model_dump(mode="json"))
         return TypeAdapter(Any).dump_json(data, indent=2).decode()
-
-
-def _without_surrogates(value: Any) -> Any:
-    if isinstance(value, str):
-        return replace_lone_surrogates(value)
-    if isinstance(value, dict):
-        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_without_surrogates(item) for item in value]
-    return value
 
 
 def _print_result(result: Result, out: Console | None = None) -> None:
     """The candidates table, usage and answer; model text is shown as text, never as markup."""
     out = out or (console if console.is_terminal else Console(width=150))
-    table = Table(title=Text(f"candidates ({result.strategy})"), show_lines=False)
+    shown = replace_lone_surrogates  # an undecodable byte in model text would fail to print
+    table = Table(title=Text(shown(f"candidates ({result.strategy})")), show_lines=False)
     table.add_column("#", justify="right")
     table.add_column("answer", max_width=24, overflow="ellipsis", no_wrap=True)
     table.add_column("votes", justify="right")
@@ -251,12 +250,12 @@ def _print_result(result: Result, out: Console | None = None) -> None:
         snippet = " ".join(candidate.text.split())[:60]
         table.add_row(
             str(i + 1),
-            Text(candidate.answer or ""),
+            Text(shown(candidate.answer or "")),
             str(candidate.votes or ""),
-            Text(scores),
+            Text(shown(scores)),
             logprob,
             str(candidate.completion_tokens),
-            Text(snippet),
+            Text(shown(snippet)),
         )
     out.print(table)
     usage = result.usage
@@ -267,7 +266,7 @@ def _print_result(result: Result, out: Console | None = None) -> None:
         f"{usage.tokens_per_s:.1f} tok/s{' · TRUNCATED by budget' if result.truncated else ''}[/]"
     )
     answer = result.answer if result.answer is not None else "-"
-    out.print(Text.assemble(("answer:", "bold green"), " ", answer))
+    out.print(Text.assemble(("answer:", "bold green"), " ", shown(answer)))
 
 
 @app.command("workers")
@@ -439,15 +438,15 @@ def main() -> None:
     try:
         app()
     except ThreadloomError as exc:
-        err_console.print(Text.assemble(("error:", "bold red"), " ", str(exc)))
+        _print_error(str(exc))
         sys.exit(exit_code_for(exc))
     except Exception as exc:  # the last line of defence for the CLI only
         if os.environ.get("THREADLOOM_DEBUG"):
             raise
         # no markup and no highlighting here: this must print whatever the message holds
         err_console.print(
-            f"unexpected error: {type(exc).__name__}: {exc}\n"
-            "set THREADLOOM_DEBUG=1 for the traceback",
+            replace_lone_surrogates(f"unexpected error: {type(exc).__name__}: {exc}\n")
+            + "set THREADLOOM_DEBUG=1 for the traceback",
             markup=False,
             highlight=False,
             emoji=False,

@@ -12,6 +12,7 @@ from rich.tree import Tree
 
 from threadloom.errors import ConfigError
 from threadloom.strategies.graph import Graph
+from threadloom.unicode_text import replace_lone_surrogates
 
 
 def graph_tree(plan: Graph) -> Tree:
@@ -25,7 +26,7 @@ def graph_tree(plan: Graph) -> Tree:
         Text.assemble(
             ("strategy graph", "bold"),
             f" ({len(plan.nodes)} nodes, result from ",
-            (plan.sink, "green"),
+            (_plain(plan.sink), "green"),
             ")",
         )
     )
@@ -39,7 +40,7 @@ def graph_tree(plan: Graph) -> Tree:
             tags.append("join")
         if graph.out_degree(name) > 1:
             tags.append("fork")
-        line = Text.assemble((name, "bold"), ": ", node.strategy.label())
+        line = Text.assemble((_plain(name), "bold"), ": ", _plain(node.strategy.label()))
         if tags:
             line.append(f" ({', '.join(tags)})", style="dim")
         return line
@@ -172,8 +173,8 @@ def _thought_graph(events: list[dict[str, Any]]) -> nx.DiGraph:
 
 
 def _plain(value: object) -> str:
-    """Any trace value as a string to show (None as '')."""
-    return "" if value is None else str(value)
+    """Any trace value as a string that can be printed (None as '', lone surrogates as U+FFFD)."""
+    return "" if value is None else replace_lone_surrogates(str(value))
 
 
 def _number(value: object) -> str:

@@ -15,6 +15,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from threadloom.unicode_text import replace_lone_surrogates
+
 _MAX_ROWS = 12
 
 
@@ -76,7 +78,8 @@ class LiveRun:
 
     def _render(self) -> Group:
         now = time.perf_counter()
-        table = Table(title=Text(self.title), expand=True, show_edge=False, pad_edge=False)
+        title = Text(replace_lone_surrogates(self.title))
+        table = Table(title=title, expand=True, show_edge=False, pad_edge=False)
         table.add_column("branch", no_wrap=True, max_width=22)
         table.add_column("state", no_wrap=True)
         table.add_column("tokens", justify="right")
@@ -88,8 +91,9 @@ class LiveRun:
             end = branch.ended or now
             rate = branch.tokens / max(end - branch.started, 1e-3)
             state = Text(branch.finish) if branch.finish else Text("running", style="green")
-            tail = " ".join(branch.text.split())[-80:]
-            table.add_row(Text(branch.label), state, str(branch.tokens), f"{rate:.0f}", Text(tail))
+            label = Text(replace_lone_surrogates(branch.label))
+            tail = Text(replace_lone_surrogates(" ".join(branch.text.split())[-80:]))
+            table.add_row(label, state, str(branch.tokens), f"{rate:.0f}", tail)
         done = sum(b.finish is not None for b in self.branches.values())
         tokens = sum(b.tokens for b in self.branches.values())
         elapsed = now - self._t0
@@ -103,11 +107,14 @@ class LiveRun:
             ),
         ]
         if self.answer is not None:
-            lines.append(Text(f"answer: {self.answer}", style="bold green"))
+            answer = replace_lone_surrogates(f"answer: {self.answer}")
+            lines.append(Text(answer, style="bold green"))
         elif leader is not None:
             lines.append(
                 Text(
-                    f"leading ({leader.label}): {' '.join(leader.text.split())[-100:]}",
+                    replace_lone_surrogates(
+                        f"leading ({leader.label}): {' '.join(leader.text.split())[-100:]}"
+                    ),
                     style="cyan",
                 )
             )

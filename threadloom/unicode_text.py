@@ -8,6 +8,7 @@ encoded to UTF-8, so it must be found at the edges and replaced or refused there
 from __future__ import annotations
 
 import re
+from typing import Any
 
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 REPLACEMENT = "\ufffd"
@@ -27,3 +28,17 @@ def replace_lone_surrogates(text: str) -> str:
     # through UTF-16, a pair spelt as two code points becomes its one character and the
     # decoder's "replace" turns each unpaired one into U+FFFD
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def replace_lone_surrogates_in(value: Any) -> Any:
+    """JSON-like data (dicts, lists, strings) with lone surrogates replaced in every string."""
+    if isinstance(value, str):
+        return replace_lone_surrogates(value)
+    if isinstance(value, dict):
+        return {
+            replace_lone_surrogates_in(key): replace_lone_surrogates_in(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [replace_lone_surrogates_in(item) for item in value]
+    return value

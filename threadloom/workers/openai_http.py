@@ -24,6 +24,7 @@ from tenacity import (
 )
 
 from threadloom.errors import AuthenticationError, RateLimited, WorkerError, WorkerUnavailable
+from threadloom.unicode_text import replace_lone_surrogates_in
 from threadloom.workers.openai_protocol import ErrorBody, request_error, retry_after_s
 
 if TYPE_CHECKING:
@@ -201,7 +202,9 @@ class Connection:
     ) -> httpx.Response:
         """One attempt; failures worth retrying raise Transient, the rest typed errors."""
         try:
-            message = session.client.build_request(method, path, json=body)
+            # a lone surrogate (undecodable input, or one a server sent) cannot be encoded
+            payload = replace_lone_surrogates_in(body)
+            message = session.client.build_request(method, path, json=payload)
             response = await session.client.send(message, stream=stream)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise Transient(
