@@ -28,7 +28,9 @@ def dataset(tmp_path: Path, name: str = "fours.jsonl", answer: str = "4") -> Pat
     return path
 
 
-def bench(data: Path, out: Path, worker: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def bench(
+    data: Path, out: Path, worker: str, *extra: str, as_json: bool = True
+) -> subprocess.CompletedProcess[str]:
     return threadloom(
         "bench",
         "--dataset",
@@ -41,7 +43,7 @@ def bench(data: Path, out: Path, worker: str, *extra: str) -> subprocess.Complet
         worker,
         "--out",
         str(out),
-        "--json",
+        *(("--json",) if as_json else ()),
         *extra,
     )
 
@@ -114,28 +116,13 @@ def test_a_second_writer_is_refused(tmp_path: Path) -> None:
 def test_summary_has_intervals_and_text_is_not_markup(tmp_path: Path) -> None:
     data = dataset(tmp_path, name="[bold red]x.jsonl")
     out = tmp_path / "r.jsonl"
-    table = threadloom(
-        "bench",
-        "--dataset",
-        str(data),
-        "--field",
-        "q",
-        "--answer-field",
-        "a",
-        "--worker",
-        "fake:The answer is 4|The answer is 5",
-        "-s",
-        "single",
-        "--out",
-        str(out),
-        "--concurrency",
-        "1",
-    )
+    worker = "fake:The answer is 4|The answer is 5"
+    table = bench(data, out, worker, "-s", "single", "--concurrency", "1", as_json=False)
     assert table.returncode == 0, table.stderr
     assert "[bold red]x: 5 problems" in table.stdout
     # 3 of 5 correct (the script alternates): Wilson 95% interval 23–88%
     assert "60.0% (23–88)" in table.stdout
-    summary = json.loads(bench(data, out, "fake:The answer is 4|The answer is 5").stdout)
+    summary = json.loads(bench(data, out, worker).stdout)
     low, high = summary["strategies"][0]["accuracy_ci"]
     assert (round(100 * low), round(100 * high)) == (23, 88)
 
