@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 import uuid
@@ -11,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from threadloom import ConfigError
+from threadloom.data import load
 from threadloom.types import Candidate, Problem
 from threadloom.verifiers.base import Verifier
-from threadloom.verifiers.code import CodeVerifier, build_program
+from threadloom.verifiers.code import CodeVerifier, build_test_job
 from threadloom.verifiers.registry import make_verifier
 from threadloom.verifiers.sandbox import SandboxLimits
 
@@ -150,15 +152,18 @@ async def test_exiting_early_with_success_does_not_pass(verifier: CodeVerifier) 
         assert "exited before the tests finished" in score.detail
 
 
-def test_build_program_shapes() -> None:
-    program = build_program(humaneval().metadata, "def running_max(numbers):\n    return []")
-    assert program.startswith("def running_max")
-    assert program.rstrip().endswith("check(running_max)")
-    completed = build_program(humaneval().metadata, "return []")
-    assert completed.startswith("from typing import List")
-    assert "    return []" in completed
+def test_build_test_job_shapes() -> None:
+    job = build_test_job(humaneval().metadata, "def running_max(numbers):\n    return []")
+    assert job.candidate.startswith("def running_max")
+    assert "def check(candidate)" in job.tests
+    assert job.tests.rstrip().endswith("check(running_max)")
+    completed = build_test_job(humaneval().metadata, "return []")
+    assert completed.candidate.startswith("from typing import List")
+    assert "    return []" in completed.candidate
+    listed = build_test_job({"tests": ["assert f() == 1"]}, "def f():\n    return 1")
+    assert listed.tests == "assert f() == 1\n"
     with pytest.raises(ConfigError):
-        build_program({}, "x = 1")
+        build_test_job({}, "x = 1")
 
 
 # ---- misbehaving candidates: each must be a failed score, not an exception or a hang -----------
@@ -191,15 +196,14 @@ async def test_huge_allocation_fails(verifier: CodeVerifier) -> None:
     assert score.passed is False and "MemoryError" in score.detail
 
 
-async def test_writing_outside_fails_and_leaves_no_file(verifier: CodeVerifier) -> None:
-    target = Path(f"/tmp/threadloom_escape_{uuid.uuid4().hex}.txt")
+async def test_writing_outside_fails_and_leaves_no_file(
+    verifier: CodeVerifier, tmp_path: Path
+) -> None:
+    target = tmp_path / f"threadloom_escape_{uuid.uuid4().hex}.txt"
     body = f"    open({str(target)!r}, 'w').write('escaped')"
-    try:
-        score = await verifier.score(humaneval(), solution(body))
-        assert not target.exists()
-    finally:
-        target.unlink(missing_ok=True)
-    assert score.passed is False and "PermissionError" in score.detail
+    score = await verifier.score(humaneval(), solution(body))
+    assert not target.exists()
+    assert score.passed is False and "Error" in score.detail
 
 
 async def test_environment_secret_is_invisible(
@@ -231,3 +235,86 @@ async def test_concurrent_scores_are_bounded_and_correct() -> None:
     texts = [CORRECT, WRONG] * 3
     scores = await asyncio.gather(*(v.score(humaneval(), Candidate(text=t)) for t in texts))
     assert [s.passed for s in scores] == [True, False] * 3
+
+
+# ---- a verdict the candidate cannot forge ------------------------------------------------------
+
+WRONG_RUNNING_MAX = "def running_max(numbers):\n    return sorted(numbers)\n"
+CHEATS = {
+    "token-from-own-file": "import os, re\n"
+    "os._exit(int(re.findall(r'raise SystemExit\\((\\d+)\\)', open(__file__).read())[-1]))\n",
+    "token-from-code-object": "import os, sys\n"
+    "os._exit([k for k in sys._getframe().f_code.co_consts\n"
+    "          if isinstance(k, int) and 10 <= k < 100][-1])\n",
+    "always-equal-humaneval": "class _Any(list):\n"
+    "    def __eq__(self, other):\n        return True\n"
+    "def running_max(numbers):\n    return _Any()\n",
+}
+
+
+@pytest.mark.parametrize("cheat", list(CHEATS), ids=list(CHEATS))
+async def test_cheats_against_check_fail(verifier: CodeVerifier, cheat: str) -> None:
+    code = WRONG_RUNNING_MAX + CHEATS[cheat]
+    score = await verifier.score(humaneval(), Candidate(text=f"```python\n{code}```"))
+    assert score.passed is False, score.detail
+
+
+async def test_always_equal_object_fails_an_assert_list_problem(verifier: CodeVerifier) -> None:
+    problem = Problem(prompt="Write add(a, b).", metadata={"tests": ["assert add(1, 2) == 3"]})
+    code = "class _Any(int):\n    def __eq__(self, other):\n        return True\n"
+    code += "def add(a, b):\n    return _Any()\n"
+    score = await verifier.score(problem, Candidate(text=f"```python\n{code}```"))
+    assert score.passed is False
+    assert "_Any cannot be checked" in score.detail
+
+
+async def test_candidate_cannot_rewrite_the_tests(verifier: CodeVerifier) -> None:
+    # In one process, a trace function could skip the failing assertion, and a replaced
+    # AssertionError or check() could swallow it; the tests run in another process.
+    code = WRONG_RUNNING_MAX + (
+        "import builtins, sys\n"
+        "builtins.AssertionError = type('Quiet', (Exception,), {})\n"
+        "sys.settrace(lambda *a: None)\n"
+        "def check(candidate):\n    return None\n"
+    )
+    score = await verifier.score(humaneval(), Candidate(text=f"```python\n{code}```"))
+    assert score.passed is False and score.detail.startswith("AssertionError")
+
+
+async def test_lone_surrogate_is_a_failed_score(verifier: CodeVerifier) -> None:
+    code = "def running_max(numbers):\n    return numbers  # \udcff\n"
+    score = await verifier.score(humaneval(), Candidate(text=f"```python\n{code}```"))
+    assert score.passed is False and "surrogate" in score.detail
+
+
+# ---- isolation options -------------------------------------------------------------------------
+
+
+def test_isolation_option_is_validated_and_reachable_from_the_registry() -> None:
+    with pytest.raises(ConfigError, match="isolation"):
+        CodeVerifier(isolation="none")  # type: ignore[arg-type]
+    assert make_verifier("code:guards").isolation == "guards"  # type: ignore[attr-defined]
+    assert CodeVerifier().isolation == "bwrap"
+
+
+async def test_guards_isolation_still_grades_and_warns(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="threadloom.verifiers.sandbox.runner")
+    guarded = CodeVerifier(isolation="guards", limits=SandboxLimits(timeout_s=5))
+    assert (await guarded.score(humaneval(), Candidate(text=CORRECT))).passed is True
+    assert (await guarded.score(humaneval(), Candidate(text=WRONG))).passed is False
+    assert sum("Python guards only" in r.getMessage() for r in caplog.records) == 2
+
+
+@pytest.mark.slow
+async def test_all_bundled_humaneval_canonical_solutions_pass() -> None:
+    verifier = CodeVerifier(max_concurrency=2)
+    problems = load("humaneval")
+    assert len(problems) == 120
+
+    async def grade(problem: Problem) -> tuple[str, bool, str]:
+        solution = problem.metadata["prompt_code"] + problem.metadata["canonical_solution"]
+        score = await verifier.score(problem, Candidate(text=f"```python\n{solution}\n```"))
+        return str(problem.id), bool(score.passed), score.detail
+
+    results = await asyncio.gather(*(grade(p) for p in problems))
+    assert [r for r in results if not r[1]] == []

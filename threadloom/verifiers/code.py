@@ -5,7 +5,14 @@ The problem's metadata carries the tests, in one of two shapes:
 * HumanEval style: "test" (source defining `check(candidate)`), "entry_point" (the function
   to check) and optionally "prompt_code" (signature and docstring, for answers that give only
   the function body);
-* "tests": a list of assert statements, run after the candidate's code.
+* "tests": a list of assert statements, which may use the names the candidate defines.
+
+The candidate's code and the tests run in two processes of one sandbox (see
+`threadloom.verifiers.sandbox`): the tests call the candidate's functions through a pipe that
+carries only values of exact builtin types, and only the tests' process can report a pass. A
+wrong solution cannot pass by exiting early, by reading or guessing a token, or by returning an
+object that compares equal to everything. What remains trusted is the problem's own test code,
+and any helper the candidate defines that the tests call (its answers are taken as given).
 """
 
 from __future__ import annotations
@@ -14,12 +21,12 @@ import asyncio
 import itertools
 import os
 import re
-import secrets
 import signal
 import textwrap
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
@@ -27,33 +34,45 @@ from threadloom.errors import ConfigError
 from threadloom.types import Candidate, Problem, Score
 from threadloom.verifiers.base import passed
 from threadloom.verifiers.extract import extract_code
-from threadloom.verifiers.sandbox import SandboxLimits, SandboxResult, run_in_sandbox
+from threadloom.verifiers.sandbox import (
+    Isolation,
+    SandboxLimits,
+    SandboxResult,
+    check_isolation,
+    run_tests_in_sandbox,
+)
 
-__all__ = ["CodeVerifier", "build_program", "describe_failure"]
-
-_DONE_LOW, _DONE_HIGH = 10, 100
-"""Range of the exit status that marks a completed test run (below the 128+signal codes)."""
+__all__ = ["CodeVerifier", "TestJob", "build_test_job", "describe_failure"]
 
 
 class CodeVerifier:
     """Passes when the candidate's code runs its problem's tests without error.
 
     The code is the last fenced block of the candidate's text (or all of it). Every run is a
-    separate, resource-limited interpreter (see `threadloom.verifiers.sandbox`); a wrong,
-    crashing, hanging or misbehaving program is a failed score, never an exception.
+    separate, isolated and resource-limited sandbox (see `threadloom.verifiers.sandbox`); a
+    wrong, crashing, hanging or misbehaving program is a failed score, never an exception.
 
     Args:
         limits: Sandbox limits per run, as `SandboxLimits` or a dict of its fields.
+        isolation: "bwrap" (default): the operating system isolates the code, and where it
+            cannot, the constructor raises `SandboxUnavailable`. "guards": Python-level guards
+            only, which deliberate code gets around; a warning is logged on every run.
         max_concurrency: Programs running at once (per event loop); defaults to the CPU count,
             so that wall-clock limits are not spent waiting for a core.
         max_detail_chars: Longest `Score.detail`.
         name: The verifier's name in `Candidate.scores`.
+
+    Raises:
+        ConfigError: Invalid limits, isolation or concurrency.
+        SandboxUnavailable: isolation="bwrap" cannot be set up here (the message says how to
+            enable it).
     """
 
     def __init__(
         self,
         *,
         limits: SandboxLimits | Mapping[str, Any] | None = None,
+        isolation: Isolation = "bwrap",
         max_concurrency: int | None = None,
         max_detail_chars: int = 300,
         name: str = "code",
@@ -62,6 +81,11 @@ class CodeVerifier:
             self.limits = SandboxLimits.model_validate(limits or {})
         except ValidationError as exc:
             raise ConfigError(f"invalid sandbox limits for the code verifier: {exc}") from None
+        if isolation not in get_args(Isolation):
+            raise ConfigError(f"unknown sandbox isolation {isolation!r}; use 'bwrap' or 'guards'")
+        if isolation == "bwrap":
+            check_isolation()
+        self.isolation: Isolation = isolation
         if max_concurrency is not None and max_concurrency < 1:
             raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self.max_concurrency = max_concurrency or os.cpu_count() or 1
@@ -76,19 +100,18 @@ class CodeVerifier:
         if not code.strip():
             return passed(False, "no code in the answer")
         try:
-            program = build_program(problem.metadata, code)
+            job = build_test_job(problem.metadata, code)
         except ConfigError as exc:
             return passed(False, str(exc))
-        # The tests end by exiting with a status drawn for this run, so code that exits early
-        # with status 0 (skipping the tests) does not pass. Only code that reads its own
-        # program file while running could learn the status.
-        done = secrets.choice(range(_DONE_LOW, _DONE_HIGH))
         async with self._gate():
-            result = await run_in_sandbox(f"{program}\nraise SystemExit({done})\n", self.limits)
-        if result.returncode == done and not result.timed_out:
+            result = await run_tests_in_sandbox(
+                job.candidate, job.tests, self.limits, isolation=self.isolation
+            )
+        verdict = result.verdict
+        if verdict is not None and verdict.passed:
             return passed(True, "passed (output truncated)" if result.truncated else "passed")
-        if result.returncode == 0 and not result.timed_out:
-            return passed(False, "exited before the tests finished (exit status 0)")
+        if verdict is not None:
+            return passed(False, self._cap(verdict.detail))
         return passed(False, self._cap(describe_failure(result, self.limits)))
 
     def _gate(self) -> asyncio.Semaphore:
@@ -103,15 +126,27 @@ class CodeVerifier:
         return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
 
 
-def build_program(metadata: Mapping[str, Any], code: str) -> str:
-    """The program to run: the candidate's code followed by the problem's tests.
+@dataclass(frozen=True)
+class TestJob:
+    """The two programs of one verification."""
+
+    __test__ = False  # not a pytest test class
+
+    candidate: str
+    """The candidate's code (completed with the problem's signature when it gave a body only)."""
+    tests: str
+    """The problem's tests, ending with the call that runs them."""
+
+
+def build_test_job(metadata: Mapping[str, Any], code: str) -> TestJob:
+    """Split a verification into the candidate's program and the problem's tests.
 
     Args:
         metadata: The problem's metadata ("test" + "entry_point" [+ "prompt_code"], or "tests").
         code: The candidate's code.
 
     Returns:
-        The program source.
+        The candidate's code and the tests that call it.
 
     Raises:
         ConfigError: The metadata holds no usable tests.
@@ -125,12 +160,12 @@ def build_program(metadata: Mapping[str, Any], code: str) -> str:
         code = prompt_code.rstrip() + "\n" + _as_body(code)
     if isinstance(test, str) and test.strip():
         if entry_point:
-            return f"{code}\n\n{test}\n\ncheck({entry_point})\n"
+            return TestJob(code, f"{test}\n\ncheck({entry_point})\n")
         if re.search(r"^def\s+check\s*\(", test, re.MULTILINE):
             raise ConfigError("the problem's test defines check() but names no entry_point")
-        return f"{code}\n\n{test}\n"
+        return TestJob(code, test)
     if isinstance(tests, list) and tests and all(isinstance(t, str) for t in tests):
-        return code + "\n\n" + "\n".join(tests) + "\n"
+        return TestJob(code, "\n".join(tests) + "\n")
     raise ConfigError(
         "the problem has no tests (metadata needs 'test' and 'entry_point', or 'tests')"
     )
