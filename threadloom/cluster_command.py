@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from threadloom.workers.base import Worker
 
@@ -31,14 +32,14 @@ def show_pools(workers_file: Path) -> Any:
     from threadloom.workers.cluster_config import load_cluster_config
 
     config = load_cluster_config(workers_file)
-    table = Table(title=f"pools in {workers_file}")
+    table = Table(title=Text(f"pools in {workers_file}"))
     for column in ("pool", "role", "worker", "replicas", "per actor", "tp", "slots", "spec."):
         table.add_column(column, justify="right" if column in ("replicas", "tp") else "left")
     for name, spec in config.pools.items():
         table.add_row(
-            name,
+            Text(name),
             spec.role,
-            spec.worker_spec,
+            Text(spec.worker_spec),
             str(spec.replicas),
             _resources(spec.demand()),
             str(spec.tensor_parallel_size),
@@ -119,7 +120,8 @@ def _actors_table(actors: list[dict[str, Any]], namespace: str) -> None:
         table.add_column(column)
     for actor in actors:
         if "error" in actor:
-            table.add_row(actor["worker_id"], "", "", "", f"[red]{actor['error']}[/]", "", "", "")
+            error = Text(str(actor["error"]), style="red")  # an exception's text, not markup
+            table.add_row(Text(str(actor["worker_id"])), "", "", "", error, "", "", "")
             continue
         spec = actor.get("speculation", {})
         speculation = "off"
@@ -128,13 +130,15 @@ def _actors_table(actors: list[dict[str, Any]], namespace: str) -> None:
             speculation = f"on, {spec['drafted_tokens']} drafted" + (
                 f", {100 * rate:.0f}% accepted" if rate is not None else ""
             )
-        restarted = " [yellow](restarted)[/]" if actor.get("restarted") else ""
+        label = Text(str(actor["worker_id"]))
+        if actor.get("restarted"):
+            label.append(" (restarted)", style="yellow")
         table.add_row(
-            actor["worker_id"] + restarted,
-            actor.get("pool", ""),
+            label,
+            Text(str(actor.get("pool", ""))),
             f"{actor.get('node_ip', '')} {str(actor.get('node_id', ''))[:8]}",
             _resources(actor.get("resources", {})),
-            actor.get("capabilities", {}).get("model", ""),
+            Text(str(actor.get("capabilities", {}).get("model", ""))),
             f"{actor.get('in_flight', 0)} req · {actor.get('in_flight_tokens', 0)} tok",
             f"{actor.get('served', 0)} · {actor.get('completion_tokens', 0)} tok",
             speculation,
