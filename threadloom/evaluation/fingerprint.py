@@ -35,7 +35,8 @@ class RunFingerprint(BaseModel):
     worker: str
     """Worker kind: llamacpp, vllm, openai, fake, ray, or a custom worker's class."""
     sampling: dict[str, Any]
-    """The sampling parameters every generation started from."""
+    """The sampling parameters every generation started from (less the seed: each problem's
+    seed derives from the bench seed, kept under `dataset`)."""
     verifier: str
     """Selection verifier the strategies could use: 'auto', 'none' or a verifier spec."""
     dataset: dict[str, Any]
