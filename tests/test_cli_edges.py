@@ -210,3 +210,22 @@ def test_a_cluster_file_path_with_markup_prints_as_written(tmp_path: Path) -> No
     failed = runner.invoke(cli.app, ["workers", "--workers", str(refused)])
     assert failed.exit_code == USAGE
     assert "[bold]refused.yaml" in flat(failed.output) and "'[/gen]'" in failed.output
+
+
+def test_trace_show_on_damaged_traces(tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_bytes(
+        b'{"event": "node", "id": "p0", "kind": "prompt", "label": "q \xff"}\n'
+        b'{"event": "node", "kind": "generation"}\n'
+        b'{"event": "node", "id": "g1", "parents": [["p0", "fork"], "junk"], "data": 5}\n'
+        b'{"event": "update", "id": "g1", "data": {"value": "high", "text": "[/INST]"}}\n'
+        b'{"event": "edge", "source": "g1"}\n'
+    )
+    shown = runner.invoke(cli.app, ["trace", "show", str(damaged)])
+    assert shown.exit_code == 0, shown.output
+    assert "q \ufffd" in shown.output and "=high" in shown.output and "[/INST]" in shown.output
+    not_events = tmp_path / "numbers.jsonl"
+    not_events.write_text("42\n")
+    refused = runner.invoke(cli.app, ["trace", "show", str(not_events)])
+    assert refused.exit_code == USAGE
+    assert "not a JSON object" in flat(refused.output)
