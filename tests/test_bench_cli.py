@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
+from threadloom import FakeWorker, Problem
+from threadloom.evaluation.bench import Verifiers, run_bench
 from threadloom.evaluation.records import ResultLog
+from threadloom.strategies.registry import make_strategy
 
 
 def threadloom(*args: str) -> subprocess.CompletedProcess[str]:
@@ -154,3 +161,65 @@ def test_compare_prints_a_paired_table_and_json(tmp_path: Path) -> None:
     assert table.returncode == 0 and "McNemar" in table.stdout and "0.0625" in table.stdout
     missing = threadloom("bench", "compare", str(a), str(tmp_path / "nope.jsonl"))
     assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+def test_kill_9_mid_run_then_resume_does_exactly_the_rest(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        from pathlib import Path
+        from threadloom import FakeWorker, Problem
+        from threadloom.evaluation.bench import Verifiers, run_bench
+        from threadloom.evaluation.records import ResultLog
+        from threadloom.strategies.registry import make_strategy
+
+        problems = [
+            Problem(prompt=f"What is {{i}} + {{i}}?", reference=str(2 * i), id=f"p{{i}}",
+                    answer_format="number", metadata={{"verifier": "numeric"}})
+            for i in range(1, 13)
+        ]
+        worker = FakeWorker(["one two three four five six 4"], token_delay_s=0.05)
+        asyncio.run(run_bench(problems, [make_strategy("single")], worker,
+                              ResultLog(Path({str(out)!r})), dataset="toy",
+                              verifiers=Verifiers(selection="none"), concurrency=2))
+        """
+    )
+    victim = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if out.exists() and len(out.read_bytes().splitlines()) >= 3:
+                break
+            time.sleep(0.05)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=60)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    kept = ResultLog(out).read()
+    assert 3 <= len(kept) < 12
+    # the dead writer's lock went with it; the resume runs exactly the problems not saved
+    worker = FakeWorker(["4"])
+    asyncio.run(
+        run_bench(
+            [
+                Problem(
+                    prompt=f"What is {i} + {i}?",
+                    reference=str(2 * i),
+                    id=f"p{i}",
+                    answer_format="number",
+                    metadata={"verifier": "numeric"},
+                )
+                for i in range(1, 13)
+            ],
+            [make_strategy("single")],
+            worker,
+            ResultLog(out),
+            dataset="toy",
+            verifiers=Verifiers(selection="none"),
+        )
+    )
+    assert len(worker.requests) == 12 - len(kept)
+    keys = [r.key() for r in ResultLog(out).read()]
+    assert len(keys) == len(set(keys)) == 12
