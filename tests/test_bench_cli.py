@@ -179,7 +179,7 @@ def test_kill_9_mid_run_then_resume_does_exactly_the_rest(tmp_path: Path) -> Non
                     answer_format="number", metadata={{"verifier": "numeric"}})
             for i in range(1, 13)
         ]
-        worker = FakeWorker(["one two three four five six 4"], token_delay_s=0.05)
+        worker = FakeWorker(["one two three four five six 4"], token_delay_s=0.2)
         asyncio.run(run_bench(problems, [make_strategy("single")], worker,
                               ResultLog(Path({str(out)!r})), dataset="toy",
                               verifiers=Verifiers(selection="none"), concurrency=2))
