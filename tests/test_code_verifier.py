@@ -318,3 +318,11 @@ async def test_all_bundled_humaneval_canonical_solutions_pass() -> None:
 
     results = await asyncio.gather(*(grade(p) for p in problems))
     assert [r for r in results if not r[1]] == []
+
+
+def test_bench_and_run_pass_the_sandbox_choice_to_the_code_grader() -> None:
+    from threadloom.evaluation.bench import Verifiers
+
+    grader = Verifiers(selection=None, sandbox="guards").get("code")
+    assert grader.isolation == "guards"  # type: ignore[attr-defined]
+    assert Verifiers(selection=None).get("code").isolation == "bwrap"  # type: ignore[attr-defined]

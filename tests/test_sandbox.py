@@ -498,3 +498,16 @@ def test_named_processes_helper_sees_a_real_process() -> None:
         child.kill()
         child.wait()
     assert processes_named(token) == []
+
+
+@needs_bwrap
+def test_sandbox_check_command_shows_every_attack_contained() -> None:
+    from typer.testing import CliRunner
+
+    from threadloom.cli import app
+
+    outcome = CliRunner().invoke(app, ["sandbox", "check", "--no-guards"], terminal_width=200)
+    assert outcome.exit_code == 0, outcome.output
+    assert all(attack.name in outcome.output for attack in ATTACKS)
+    assert "ESCAPED" not in outcome.output
+    assert f"contained all {len(ATTACKS)} attacks" in outcome.output

@@ -103,6 +103,10 @@ def run_command(
     reference: Annotated[
         str | None, typer.Option(help="The known answer, for verifiers that compare.")
     ] = None,
+    sandbox: Annotated[
+        str | None,
+        typer.Option(help="Isolation for --verifier code: bwrap (default), or guards (weaker)."),
+    ] = None,
     model: Annotated[
         Path | None, typer.Option(help="A GGUF model file (default: bundled SmolLM2-135M).")
     ] = None,
@@ -151,6 +155,10 @@ def run_command(
     system = _valid_text(system, "--system") if system is not None else None
     reference = _valid_text(reference, "--reference") if reference is not None else None
     worker_spec = worker or (f"llamacpp:{model}" if model is not None else None)
+    if sandbox is not None:
+        if verifier != "code":
+            raise _fail("--sandbox applies to --verifier code only")
+        verifier = f"code:{sandbox}"
     try:
         params = SamplingParams(
             temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=None
@@ -383,6 +391,10 @@ def strategies_command() -> None:
 from threadloom.evaluation.command import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")
+
+from threadloom.sandbox_command import sandbox_app  # noqa: E402
+
+app.add_typer(sandbox_app, name="sandbox")
 
 graph_app = typer.Typer(
     help="Validate and draw strategy graphs (YAML/JSON plans).", no_args_is_help=True

@@ -63,11 +63,15 @@ class Verifiers:
 
     selection: str | None
     """'auto', 'none', or a verifier spec."""
+    sandbox: str | None = None
+    """Isolation of the 'code' verifier ('bwrap' or 'guards'); None for its default."""
 
     def __post_init__(self) -> None:
         self._cache: dict[str, Verifier] = {}
 
     def get(self, spec: str) -> Verifier:
+        if spec == "code" and self.sandbox is not None:
+            spec = f"code:{self.sandbox}"
         if spec not in self._cache:
             self._cache[spec] = make_verifier(spec)
         return self._cache[spec]

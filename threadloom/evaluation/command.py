@@ -190,6 +190,10 @@ def bench_command(
             "the reference), 'none', or a verifier spec."
         ),
     ] = "auto",
+    sandbox: Annotated[
+        str | None,
+        typer.Option(help="Isolation of code graders: bwrap (default), or guards (weaker)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling and procedural datasets.")] = 0,
     concurrency: Annotated[int, typer.Option(min=1, help="Problems run at once.")] = 4,
     out: Annotated[
@@ -281,6 +285,7 @@ def bench_command(
             workers=workers,
             ray_address=ray_address,
             verifier=verifier,
+            sandbox=sandbox,
             params=params,
             seed=seed,
             concurrency=concurrency,
@@ -301,6 +306,7 @@ def _run_and_report(
     workers: Path | None,
     ray_address: str | None,
     verifier: str,
+    sandbox: str | None,
     params: SamplingParams,
     seed: int,
     concurrency: int,
@@ -314,7 +320,7 @@ def _run_and_report(
     total = len(problems) * len(strategies)
     if todo < total:
         err_console.print(Text(f"resuming {log.path}: {total - todo} of {total} already done"))
-    verifiers = Verifiers(selection=verifier)
+    verifiers = Verifiers(selection=verifier, sandbox=sandbox)
     started = time.perf_counter()
     finished: list[BenchRecord] = []
     progress = Progress(

@@ -108,7 +108,7 @@ def _marker(host: _Host) -> Path:
 
 def _absent(marker: Path) -> Outcome:
     if marker.exists():
-        return Outcome(False, f"{marker.name} was created on the host")
+        return Outcome(False, f"a file was created on the host ({marker})")
     return Outcome(True, "no file was created on the host")
 
 
