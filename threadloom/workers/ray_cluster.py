@@ -25,6 +25,7 @@ from threadloom.workers.cluster_config import (
     placement_problems,
 )
 from threadloom.workers.ray_actor import WorkerHost
+from threadloom.workers.ray_local import start_local_cluster
 
 try:
     import ray
@@ -45,7 +46,8 @@ def connect(
 
     Args:
         address: 'auto' (the cluster on this machine), 'ray://host:10001' or 'host:6379';
-            None uses RAY_ADDRESS, else starts a local cluster.
+            None uses RAY_ADDRESS, else starts a local cluster (on 127.0.0.1 only, with token
+            authentication: see `ray_local`).
         namespace: Namespace for the actors.
         num_cpus: CPUs of a local cluster (None: all cores).
 
@@ -64,11 +66,11 @@ def connect(
         if target:
             ray.init(address=target, namespace=namespace, log_to_driver=True)
         else:
-            # "local": a new instance, even if `ray start` left one running on this machine
-            ray.init(
-                address="local", num_cpus=num_cpus, namespace=namespace, include_dashboard=False
-            )
+            # a new instance, even if `ray start` left one running on this machine
+            start_local_cluster(namespace=namespace, num_cpus=num_cpus)
     except (ConnectionError, RuntimeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(
             f"could not reach a Ray cluster at {target!r}: {exc}. Start one with "
             "`ray start --head`, check the address (or RAY_ADDRESS), or leave the address out "
