@@ -161,3 +161,24 @@ async def test_a_math_check_that_overruns_is_killed_and_the_next_check_runs() ->
         assert (await v.score(p, cand("\\boxed{2}", "boxed"))).passed is True
     finally:
         v.close()
+
+
+class Slotted:
+    """A verifier that refuses new attributes: it is wrapped instead of patched."""
+
+    __slots__ = ("limit", "name")
+
+    def __init__(self) -> None:
+        self.name = "slotted"
+        self.limit = 3
+
+    async def score(self, problem: Problem, candidate: Candidate) -> Score:
+        return Score(value=1.0 / (len(candidate.text) - 3))  # ZeroDivisionError on 3 chars
+
+
+async def test_a_verifier_that_refuses_attributes_is_wrapped_and_still_total() -> None:
+    verifier = make_verifier(Slotted())
+    assert verifier.name == "slotted" and verifier.limit == 3  # type: ignore[attr-defined]
+    assert (await verifier.score(Problem(prompt="q"), Candidate(text="abcd"))).value == 1.0
+    failed = await verifier.score(Problem(prompt="q"), Candidate(text="abc"))
+    assert failed.passed is False and "ZeroDivisionError" in failed.detail
