@@ -146,6 +146,9 @@ def run_command(
     _setup_logging(verbose)
     from threadloom.orchestrator.runner import arun
     from threadloom.progress import LiveRun
+    from threadloom.telemetry import configure_from_env
+
+    configure_from_env()  # spans of the run when OTEL_* variables ask for an exporter
 
     if model is not None and worker is not None:
         raise _fail("give --model or --worker, not both")
@@ -391,6 +394,10 @@ def strategies_command() -> None:
 from threadloom.evaluation.command import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")
+
+from threadloom.serve.command import serve_command  # noqa: E402
+
+app.command("serve")(serve_command)
 
 from threadloom.sandbox_command import sandbox_app  # noqa: E402
 

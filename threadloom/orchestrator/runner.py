@@ -12,6 +12,7 @@ from threadloom.orchestrator.context import OnError, RunContext
 from threadloom.orchestrator.trace import EventSink, ThoughtGraph
 from threadloom.strategies.base import Strategy
 from threadloom.strategies.registry import make_strategy
+from threadloom.telemetry import RunSpans
 from threadloom.types import AnswerFormat, Budget, Candidate, Problem, Result, SamplingParams
 from threadloom.verifiers.base import Verifier
 from threadloom.verifiers.registry import make_verifier
@@ -148,6 +149,7 @@ async def arun(
     owned = worker is None or isinstance(worker, str)
     owned_judge = isinstance(verifier, str)
     backend = make_worker(worker)
+    spans = RunSpans(chosen.label(), on_event)
     try:
         ctx = RunContext(
             the_problem,
@@ -156,12 +158,13 @@ async def arun(
             default_verifier=judge.name if judge else None,
             params=params,
             budget=budget,
-            trace=ThoughtGraph(on_event),
+            trace=ThoughtGraph(spans.sink),
             seed=seed,
             on_error=on_error,
         )
-        return await execute(ctx, chosen)
+        return spans.finish(await execute(ctx, chosen))
     finally:
+        spans.close()
         if owned:
             await backend.close()
         close = getattr(judge, "close", None) if owned_judge else None
