@@ -511,3 +511,38 @@ def test_sandbox_check_command_shows_every_attack_contained() -> None:
     assert all(attack.name in outcome.output for attack in ATTACKS)
     assert "ESCAPED" not in outcome.output
     assert f"contained all {len(ATTACKS)} attacks" in outcome.output
+
+
+SCAN_OWN_MEMORY = r"""
+import os, re
+def scan():
+    pattern = re.compile(rb"tests-canary-[0-9a-f]{32}")
+    found = False
+    with open('/proc/self/maps') as maps, open('/proc/self/mem', 'rb', 0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if not perms.startswith('r') or '[vvar' in line or '[vsyscall' in line:
+                continue
+            start, end = (int(x, 16) for x in span.split('-'))
+            try:
+                mem.seek(start)
+                found = found or bool(pattern.search(mem.read(end - start)))
+            except (OSError, OverflowError, ValueError):
+                continue
+    return found
+def judge_memory():
+    try:
+        with open(f'/proc/{os.getppid()}/mem', 'rb') as judge:
+            return 'opened'
+    except OSError as exc:
+        return type(exc).__name__
+"""
+
+
+@pytest.mark.parametrize("isolation", BOTH)
+async def test_tests_are_never_in_the_candidates_memory(isolation: Isolation) -> None:
+    canary = "tests-canary-" + os.urandom(16).hex()
+    tests = f"# {canary}\nassert scan() is False\nassert judge_memory() != 'opened'\n"
+    result = await run_tests_in_sandbox(SCAN_OWN_MEMORY, tests, FAST, isolation=isolation)
+    assert result.verdict is not None, result.stderr
+    assert result.verdict.passed, result.verdict.detail

@@ -306,20 +306,22 @@ async def _fill_disk(host: _Host) -> Outcome:
     limit = host.limits.disk_mb + 32
     code = (
         "import os, tempfile\nwritten = 0\n"
-        f"for i in range({limit}):\n"
-        "    try:\n"
-        "        with open(os.path.join(tempfile.gettempdir(), f'fill{i}'), 'wb') as f:\n"
-        "            f.write(b'x' * 1024 * 1024)\n"
-        "        written += 1\n"
-        "    except OSError:\n        break\n"
+        "places = {'/', '/dev/shm', tempfile.gettempdir(), os.getcwd(), os.path.expanduser('~')}\n"
+        "for place in sorted(places):\n"
+        f"    for i in range({limit}):\n"
+        "        try:\n"
+        "            with open(os.path.join(place, f'fill{i}'), 'wb') as f:\n"
+        "                f.write(b'x' * 1024 * 1024)\n"
+        "            written += 1\n"
+        "        except OSError:\n            break\n"
         "print('written', written)\n"
     )
     output = await host.run(code)
     written = next((int(line.split()[1]) for line in output.splitlines()
                     if line.startswith("written ")), 0)  # fmt: skip
-    if written >= limit:
+    if written > host.limits.disk_mb:
         return Outcome(False, f"{written} MiB were written, past the {host.limits.disk_mb} MiB cap")
-    return Outcome(True, f"writing stopped after {written} MiB")
+    return Outcome(True, f"writing stopped after {written} MiB in all")
 
 
 ATTACKS: tuple[Attack, ...] = (
@@ -336,7 +338,7 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("survivor", "leave a process running after the run", _survivor),
     Attack("fork-bomb", "fork without end", _fork_bomb),
     Attack("allocate-10gb", "allocate 10 GB", _huge_allocation),
-    Attack("fill-disk", "write past the disk cap", _fill_disk),
+    Attack("fill-disk", "write past the disk cap, anywhere writable", _fill_disk),
 )  # fmt: skip
 """Every attack, in the order the table shows them."""
 

@@ -157,6 +157,7 @@ def bwrap_arguments(
         "--size", str(disk_bytes),
         "--perms", "1777",
         "--tmpfs", WORKDIR,
+        "--remount-ro", "/",  # bwrap's own root tmpfs would be a second, uncapped disk
         "--chdir", WORKDIR,
         "--seccomp", str(seccomp_fd),
         "--",

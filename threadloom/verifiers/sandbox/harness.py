@@ -1,13 +1,15 @@
 """The program that runs inside the sandbox (standard library only; never imported by threadloom).
 
-It is started as `python -I -S -B -c <this source>` and reads its job, one JSON document, from
-standard input. Two modes:
+It is started as `python -I -S -B -c <this source>` and reads its job from standard input, as
+length-prefixed JSON parts. Two modes:
 
 * ``program``: confine this process (resource limits, optional Python guards, the candidate
   seccomp filter) and run the code as ``__main__``; the exit status is the program's.
 * ``tests``: the *judge* (this process) forks the *candidate* process before any untrusted code
   runs. The candidate confines itself, runs the candidate's code and then answers calls to its
-  functions over a pair of pipes. The judge runs the problem's tests with stand-ins for those
+  functions over a pair of pipes. Only then does the judge read the tests (the second part of
+  the job), so they are never in the candidate's memory; the judge is not dumpable, so its
+  memory cannot be read through /proc. It runs the tests with stand-ins for those
   functions, so the tests never share a process, memory or exit status with untrusted code.
   Values cross the pipes as tagged JSON of exact builtin types only, so an object whose
   ``__eq__`` always answers True cannot reach the tests. The judge alone holds the verdict pipe
@@ -413,10 +415,14 @@ def _run_tests(job: dict[str, Any]) -> None:
     verdict_fd = int(job["verdict_fd"])
     calls_r, calls_w = os.pipe()
     replies_r, replies_w = os.pipe()
+    # Before the fork: the candidate inherits it, and can never open the judge's memory
+    # (/proc/PID/mem) or descriptors, not even in the moment after the fork.
+    ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     pid = os.fork()
     if pid == 0:
         status = 1
         try:
+            _stdin_to_null()  # the tests are still waiting in the pipe
             os.close(verdict_fd)
             os.close(calls_w)
             os.close(replies_r)
@@ -432,7 +438,8 @@ def _run_tests(job: dict[str, Any]) -> None:
             os._exit(status)
     os.close(calls_r)
     os.close(replies_w)
-    ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    job["tests"] = _read_job_part()["tests"]
+    _stdin_to_null()
     _apply_limits(job["limits"])
     verdict = _judge(job, pid, _Judge(calls_w, replies_r))
     os.write(verdict_fd, json.dumps(verdict).encode())
@@ -456,17 +463,35 @@ def _run_program(job: dict[str, Any]) -> None:
         sys.exit(1)
 
 
-def main() -> None:
-    chunks = []
-    while chunk := os.read(0, 1 << 20):
-        chunks.append(chunk)
-    job = json.loads(b"".join(chunks))
+def _read_job_part() -> dict[str, Any]:
+    """One length-prefixed JSON part of the job from stdin, reading no byte past it."""
+    header = _read_exact(0, _FRAME.size)
+    if header is None:
+        raise SystemExit("the sandbox got no job")
+    (size,) = _FRAME.unpack(header)
+    data = _read_exact(0, size)
+    if data is None:
+        raise SystemExit("the sandbox got a truncated job")
+    part = json.loads(data)
+    if type(part) is not dict:
+        raise SystemExit("the sandbox got a malformed job")
+    return part
+
+
+def _stdin_to_null() -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
+
+
+def main() -> None:
+    # The job comes in two parts: the candidate's part, then (for tests) the tests. The
+    # candidate's process is forked between the two, so the tests are never in its memory.
+    job = _read_job_part()
     if job["mode"] == "tests":
         _run_tests(job)
     else:
+        _stdin_to_null()
         _run_program(job)
 
 

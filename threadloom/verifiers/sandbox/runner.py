@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import time
@@ -218,7 +219,7 @@ async def _execute(
     pass_fds: list[int],
     verdict_r: int,
 ) -> SandboxResult:
-    payload = json.dumps(job, ensure_ascii=True).encode("ascii")
+    payload = _job_payload(job)
     started = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -266,6 +267,17 @@ async def _execute(
         duration_s=duration,
         verdict=None if timed_out else _read_verdict(verdict_r),
     )
+
+
+def _job_payload(job: dict[str, Any]) -> bytes:
+    """The job as length-prefixed JSON parts; the tests, if any, travel in a second part."""
+    first = {key: value for key, value in job.items() if key != "tests"}
+    parts = [first] if "tests" not in job else [first, {"tests": job["tests"]}]
+    payload = b""
+    for part in parts:
+        data = json.dumps(part, ensure_ascii=True).encode("ascii")
+        payload += struct.pack(">I", len(data)) + data
+    return payload
 
 
 def _read_verdict(fd: int) -> Verdict | None:
