@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
-
 from openai_server import HOST, free_port
+
 from threadloom.serve import ServeConfig, create_app
 from threadloom.workers.base import Worker
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from serving import serving, wait_until
 from typer.testing import CliRunner
 
@@ -110,7 +112,8 @@ async def test_async_stream_of_a_plain_model_sends_the_tokens_as_decoded(
                 model="fake", messages=ASK, stream=True, stream_options={"include_usage": True}
             )
         ]
-    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices]
+    pieces = [piece for piece in pieces if piece]
     assert len(pieces) == len(REPLIES[0].split())  # one chunk per decoded token
     assert "".join(pieces) == REPLIES[0]
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
@@ -124,7 +127,9 @@ async def test_async_stream_of_a_voting_strategy_shows_the_work_then_the_answer(
 ) -> None:
     async with openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0) as aclient:
         stream = await aclient.chat.completions.create(
-            model="self-consistency:n=4", messages=ASK, stream=True,
+            model="self-consistency:n=4",
+            messages=ASK,
+            stream=True,
             stream_options={"include_usage": True},
         )
         chunks = [chunk async for chunk in stream]
@@ -138,8 +143,9 @@ async def test_async_stream_of_a_voting_strategy_shows_the_work_then_the_answer(
     content = [c for c in chunks if c.choices and c.choices[0].delta.content]
     assert content[-1].choices[0].delta.content in REPLIES
     assert chunks.index(content[-1]) > max(
-        i for i, c in enumerate(chunks) if (c.model_extra.get("threadloom") or {}).get("type")
-        == "branch_end"
+        i
+        for i, c in enumerate(chunks)
+        if (c.model_extra.get("threadloom") or {}).get("type") == "branch_end"
     )
     usage = chunks[-1].usage
     assert usage is not None and usage.model_extra["threadloom"]["generations"] == 4
@@ -174,13 +180,13 @@ def test_unknown_strategy_is_a_404_in_openai_shape(worker: FakeWorker, base_url:
 def test_bad_strategy_option_and_bad_values_are_400s(worker: FakeWorker, base_url: str) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client(base_url).chat.completions.create(model="best-of-n:depth=3", messages=ASK)
-    assert caught.value.body["param"] == "model"  # type: ignore[index]
+    assert caught.value.body["param"] == "model"
     with pytest.raises(openai.BadRequestError) as caught:
         client(base_url).chat.completions.create(model="fake", messages=ASK, temperature=9)
-    assert caught.value.body["param"] == "temperature"  # type: ignore[index]
+    assert caught.value.body["param"] == "temperature"
     with pytest.raises(openai.BadRequestError) as caught:
         client(base_url).chat.completions.create(model="fake", messages=[])
-    assert caught.value.body["param"] == "messages"  # type: ignore[index]
+    assert caught.value.body["param"] == "messages"
     assert worker.requests == []
 
 
@@ -188,14 +194,15 @@ def test_n_over_the_cap_is_refused_before_any_generation(worker: FakeWorker) -> 
     with serving(worker, max_n=4) as url:
         with pytest.raises(openai.BadRequestError) as caught:
             client(url).chat.completions.create(model="fake", messages=ASK, n=5)
-        assert caught.value.body["param"] == "n"  # type: ignore[index]
-        assert caught.value.body["code"] == "over_cap"  # type: ignore[index]
+        assert caught.value.body["param"] == "n"
+        assert caught.value.body["code"] == "over_cap"
         with pytest.raises(openai.BadRequestError) as caught:
             client(url).chat.completions.create(model="self-consistency:n=4096", messages=ASK)
-        assert "n=4096" in caught.value.body["message"]  # type: ignore[index]
+        assert "n=4096" in caught.value.body["message"]
         with pytest.raises(openai.BadRequestError):
             client(url).chat.completions.create(
-                model="fake", messages=ASK,
+                model="fake",
+                messages=ASK,
                 extra_body={"threadloom": {"budget": {"max_completion_tokens": 10**9}}},
             )
     assert worker.requests == []
@@ -205,7 +212,7 @@ def test_a_missing_or_wrong_key_is_a_401(worker: FakeWorker) -> None:
     with serving(worker, api_key="s3cret") as url:
         with pytest.raises(openai.AuthenticationError) as caught:
             client(url, "wrong").chat.completions.create(model="fake", messages=ASK)
-        assert caught.value.body["code"] == "invalid_api_key"  # type: ignore[index]
+        assert caught.value.body["code"] == "invalid_api_key"
         missing = httpx.post(f"{url}/chat/completions", json={"model": "fake", "messages": ASK})
         assert missing.status_code == 401
         assert set(missing.json()["error"]) == {"message", "type", "param", "code"}
@@ -235,7 +242,7 @@ def test_extra_body_chooses_strategy_verifier_and_budget(worker: FakeWorker, bas
         client(base_url).chat.completions.create(
             model="fake", messages=ASK, extra_body={"threadloom": {"verifier": "oracle-of-delphi"}}
         )
-    assert caught.value.body["param"] == "threadloom.verifier"  # type: ignore[index]
+    assert caught.value.body["param"] == "threadloom.verifier"
 
 
 def test_models_lists_the_model_strategies_and_named_graphs(tmp_path: Path) -> None:
@@ -321,9 +328,9 @@ def test_past_the_queue_bound_the_server_answers_429() -> None:
         for sender in senders:
             sender.start()
         health = url.removesuffix("/v1") + "/health"
-        assert wait_until(
-            lambda: httpx.get(health).json()["runs_queued"] == 1, 5.0
-        ), "one run executing, one waiting"
+        assert wait_until(lambda: httpx.get(health).json()["runs_queued"] == 1, 5.0), (
+            "one run executing, one waiting"
+        )
         answer = httpx.post(f"{url}/chat/completions", json=body)
         assert answer.status_code == 429
         assert int(answer.headers["Retry-After"]) >= 1
@@ -406,12 +413,11 @@ def test_prompts_and_answers_are_not_logged(
 
 
 @pytest.fixture
-def spans() -> Iterator[object]:
+def spans() -> Iterator[InMemorySpanExporter]:
     """An in-memory exporter on the process's tracer provider (installed once)."""
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
@@ -424,8 +430,8 @@ def spans() -> Iterator[object]:
     exporter.shutdown()
 
 
-def _tree(exporter: object) -> tuple[object, list[object]]:
-    finished = list(exporter.get_finished_spans())  # type: ignore[attr-defined]
+def _tree(exporter: InMemorySpanExporter) -> tuple[ReadableSpan, list[ReadableSpan]]:
+    finished = list(exporter.get_finished_spans())
     runs = [s for s in finished if s.name == "threadloom.run"]
     assert len(runs) == 1
     run = runs[0]
@@ -433,49 +439,55 @@ def _tree(exporter: object) -> tuple[object, list[object]]:
     return run, inside
 
 
-def test_the_server_run_becomes_a_span_tree(worker: FakeWorker, base_url: str, spans: object) -> None:
+def test_the_server_run_becomes_a_span_tree(
+    worker: FakeWorker, base_url: str, spans: InMemorySpanExporter
+) -> None:
     client(base_url).chat.completions.create(
         model="best-of-n:n=3", messages=ASK, extra_body={"threadloom": {"verifier": "regex:42"}}
     )
     run, inside = _tree(spans)
-    assert run.attributes["threadloom.strategy"] == "best-of-n:n=3"  # type: ignore[attr-defined]
-    assert run.attributes["threadloom.generations"] == 3  # type: ignore[attr-defined]
-    generations = [s for s in inside if s.name == "threadloom.generation"]  # type: ignore[attr-defined]
+    assert run.attributes["threadloom.strategy"] == "best-of-n:n=3"
+    assert run.attributes["threadloom.generations"] == 3
+    generations = [s for s in inside if s.name == "threadloom.generation"]
     assert len(generations) == 3
     for span in generations:
-        assert span.parent.span_id == run.context.span_id  # type: ignore[attr-defined]
-        assert span.attributes["gen_ai.usage.output_tokens"] > 0  # type: ignore[attr-defined]
-        assert span.end_time >= span.start_time  # type: ignore[attr-defined]
-    scores = [s for s in inside if s.name == "threadloom.score"]  # type: ignore[attr-defined]
+        assert span.parent.span_id == run.context.span_id
+        assert span.attributes["gen_ai.usage.output_tokens"] > 0
+        assert span.end_time >= span.start_time
+    scores = [s for s in inside if s.name == "threadloom.score"]
     assert len(scores) == 3
-    by_id = {s.context.span_id: s for s in generations}  # type: ignore[attr-defined]
-    assert all(s.parent.span_id in by_id for s in scores)  # type: ignore[attr-defined]
-    assert {s.attributes["threadloom.value"] for s in scores} == {0.0, 1.0}  # type: ignore[attr-defined]
-    assert any(s.name == "threadloom.select" for s in inside)  # type: ignore[attr-defined]
-    text = json.dumps([dict(s.attributes) for s in (run, *inside)])  # type: ignore[attr-defined]
+    by_id = {s.context.span_id: s for s in generations}
+    assert all(s.parent.span_id in by_id for s in scores)
+    assert {s.attributes["threadloom.value"] for s in scores} == {0.0, 1.0}
+    assert any(s.name == "threadloom.select" for s in inside)
+    text = json.dumps([dict(s.attributes) for s in (run, *inside)])
     assert "17 + 25" not in text and REPLIES[0] not in text  # no prompts or answers
 
 
-def test_the_python_api_emits_the_same_spans(spans: object) -> None:
+def test_the_python_api_emits_the_same_spans(spans: InMemorySpanExporter) -> None:
     from threadloom import arun
 
     worker = FakeWorker(REPLIES)
-    plan = {"nodes": {"a": "best-of-n:n=2", "b": "self-consistency:n=2",
-                      "final": {"strategy": "vote", "inputs": ["a", "b"]}}}
+    plan = {
+        "nodes": {
+            "a": "best-of-n:n=2",
+            "b": "self-consistency:n=2",
+            "final": {"strategy": "vote", "inputs": ["a", "b"]},
+        }
+    }
     from threadloom.orchestrator.plan import graph_from_dict
 
     asyncio.run(arun("What is 17 + 25?", graph_from_dict(plan), worker=worker))
-    run, inside = _tree(spans)
-    nodes = {s.attributes["threadloom.node"]: s for s in inside  # type: ignore[attr-defined]
-             if s.name == "threadloom.node"}  # type: ignore[attr-defined]
+    _, inside = _tree(spans)
+    nodes = {s.attributes["threadloom.node"]: s for s in inside if s.name == "threadloom.node"}
     assert len(nodes) == 3
-    generations = [s for s in inside if s.name == "threadloom.generation"]  # type: ignore[attr-defined]
+    generations = [s for s in inside if s.name == "threadloom.generation"]
     assert len(generations) == 4
-    node_ids = {s.context.span_id for s in nodes.values()}  # type: ignore[attr-defined]
-    assert all(g.parent.span_id in node_ids for g in generations)  # type: ignore[attr-defined]
+    node_ids = {s.context.span_id for s in nodes.values()}
+    assert all(g.parent.span_id in node_ids for g in generations)
 
 
-def test_a_cancelled_run_ends_its_spans_as_aborted(spans: object) -> None:
+def test_a_cancelled_run_ends_its_spans_as_aborted(spans: InMemorySpanExporter) -> None:
     from threadloom import arun
 
     worker = FakeWorker((" ".join(["tok"] * 400),), token_delay_s=0.02)
@@ -489,10 +501,10 @@ def test_a_cancelled_run_ends_its_spans_as_aborted(spans: object) -> None:
 
     asyncio.run(cancel_midway())
     run, inside = _tree(spans)
-    assert run.status.status_code.name == "ERROR"  # type: ignore[attr-defined]
-    generations = [s for s in inside if s.name == "threadloom.generation"]  # type: ignore[attr-defined]
+    assert run.status.status_code.name == "ERROR"
+    generations = [s for s in inside if s.name == "threadloom.generation"]
     assert len(generations) == 2
-    assert {s.attributes["threadloom.finish_reason"] for s in generations} == {"abort"}  # type: ignore[attr-defined]
+    assert {s.attributes["threadloom.finish_reason"] for s in generations} == {"abort"}
 
 
 def test_otel_variables_can_turn_exporting_off(monkeypatch: pytest.MonkeyPatch) -> None:
