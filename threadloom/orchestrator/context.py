@@ -268,7 +268,7 @@ class RunContext:
                     self._account(completion, node, judging=judging, cut=guard.discarded_tokens)
                 yield delta, node
         finally:
-            del self._in_flight[rid]
+            self._in_flight.pop(rid, None)
             if judging:
                 self.budget.end_verifier_call()
             else:
