@@ -14,6 +14,8 @@ STRATEGIES: dict[str, str] = {
     "single": "threadloom.strategies.single:Single",
     "best-of-n": "threadloom.strategies.best_of_n:BestOfN",
     "self-consistency": "threadloom.strategies.self_consistency:SelfConsistency",
+    "adaptive-consistency": "threadloom.strategies.adaptive_consistency:AdaptiveConsistency",
+    "confidence-vote": "threadloom.strategies.confidence_vote:ConfidenceVote",
     "first-finish": "threadloom.strategies.first_finish:FirstFinish",
     "skeleton-of-thought": "threadloom.strategies.skeleton:SkeletonOfThought",
     "threads": "threadloom.strategies.threads:Threads",
