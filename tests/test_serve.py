@@ -513,3 +513,49 @@ def test_otel_variables_can_turn_exporting_off(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     assert configure_from_env() is False
+
+
+async def test_a_stream_whose_client_is_gone_before_the_first_event_frees_its_slot() -> None:
+    from threadloom.serve.app import create_app
+
+    worker = _slow_worker()
+    app = create_app(ServeConfig(max_concurrent_runs=1, max_queued_runs=0), worker)
+    state = app.state.threadloom
+    body = json.dumps({"model": "best-of-n:n=2", "messages": ASK, "stream": True}).encode()
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, object]:
+        if messages:
+            return messages.pop()
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            raise OSError("connection reset by peer")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    with pytest.raises(OSError):
+        await app(scope, receive, send)
+    assert state.admission.running == 0  # the one slot is free again
+    assert worker.in_flight == 0
+    assert (
+        _sample(state.metrics.exposition().decode(), "threadloom_runs_total", outcome="cancelled")
+        == 1
+    )

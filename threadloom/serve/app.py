@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from threadloom.errors import ThreadloomError
 from threadloom.orchestrator.runner import arun
@@ -206,9 +207,15 @@ def _endpoint(state: ServerState, planner: Planner) -> Callable[[Request], Await
 def _finisher(
     state: ServerState, plan: RunPlan, slot: Slot
 ) -> Callable[[str, Result | None], None]:
+    """What ends a request's run, whichever way it ends; only its first call counts."""
     started = time.perf_counter()
+    finished = False
 
     def done(outcome: str, result: Result | None) -> None:
+        nonlocal finished
+        if finished:
+            return
+        finished = True
         seconds = time.perf_counter() - started
         slot.release()
         plan.close()
@@ -221,9 +228,28 @@ def _finisher(
     return done
 
 
+class _RunStream(EventSourceResponse):
+    """An event stream that, however the response ends, closes its run and frees its slot,
+    even when the client left before the first event was sent."""
+
+    def __init__(
+        self, events: AsyncGenerator[dict[str, str], None], done: Callable[[str, None], None]
+    ) -> None:
+        super().__init__(events, ping=15)
+        self._events = events
+        self._done = done
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._events.aclose()
+            self._done("cancelled", None)
+
+
 def _streamed(state: ServerState, plan: RunPlan, slot: Slot, response_id: str) -> Response:
-    events = sse_events(plan, state.worker, response_id, _finisher(state, plan, slot))
-    return EventSourceResponse(events, ping=15)
+    done = _finisher(state, plan, slot)
+    return _RunStream(sse_events(plan, state.worker, response_id, done), done)
 
 
 async def _answered(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from threadloom.errors import ThreadloomError
@@ -69,7 +69,7 @@ async def sse_events(
     worker: Worker,
     response_id: str,
     on_done: Callable[[str, Result | None], None],
-) -> AsyncIterator[dict[str, str]]:
+) -> AsyncGenerator[dict[str, str], None]:
     """The response's events (`{"data": json}` for sse-starlette), ending with `[DONE]`.
 
     `on_done(outcome, result)` is called once, however the stream ends: "ok", "error" or
