@@ -559,3 +559,17 @@ async def test_a_stream_whose_client_is_gone_before_the_first_event_frees_its_sl
         _sample(state.metrics.exposition().decode(), "threadloom_runs_total", outcome="cancelled")
         == 1
     )
+
+
+def test_in_front_of_another_openai_server(worker: FakeWorker, base_url: str) -> None:
+    from threadloom.workers.openai import OpenAIWorker
+
+    upstream = OpenAIWorker(base_url=base_url, model="fake", max_retries=0)
+    with serving(upstream, model_name="upstream") as proxy:
+        reply = client(proxy).chat.completions.create(
+            model="self-consistency:n=3@upstream", messages=ASK, max_tokens=16
+        )
+    assert len(worker.requests) == 3  # every sample went to the server behind
+    assert reply.model_extra["threadloom"]["answer"] == "42"
+    assert reply.usage is not None and reply.usage.completion_tokens == worker.tokens_emitted
+    assert worker.requests[0].params.max_tokens == 16
