@@ -12,6 +12,7 @@ from typing import Any
 
 from threadloom.errors import ConfigError
 from threadloom.evaluation.fingerprint import RunFingerprint, describe_worker, make_fingerprint
+from threadloom.evaluation.occupancy import SlotGate
 from threadloom.evaluation.records import BenchRecord, ResultLog
 from threadloom.evaluation.sanitize import scrub_text
 from threadloom.orchestrator.runner import arun
@@ -33,6 +34,9 @@ hidden), so code strategies rank by log-probability unless given a verifier."""
 ERROR_CHARS = 500
 """How much of a failed problem's error message a record keeps."""
 
+MIN_PROBLEMS_AT_ONCE = 4
+"""Problems run together when the worker's slot count suggests fewer."""
+
 
 def problem_seed(seed: int, problem_id: str) -> int:
     digest = hashlib.sha256(f"{seed}:{problem_id}".encode()).digest()
@@ -40,13 +44,15 @@ def problem_seed(seed: int, problem_id: str) -> int:
 
 
 def record_key(
-    dataset: str, problem: Problem, strategy: Strategy, seed: int
+    dataset: str, problem: Problem, strategy: Strategy | str, seed: int
 ) -> tuple[str, str, str, int]:
-    """The key a record of this run would have (`BenchRecord.key`), text scrubbed alike."""
+    """The key a record of this run would have (`BenchRecord.key`), text scrubbed alike;
+    `strategy` may be given by its label."""
+    label = strategy if isinstance(strategy, str) else strategy.label()
     return (
         scrub_text(dataset),
         scrub_text(problem.id),
-        scrub_text(strategy.label()),
+        scrub_text(label),
         problem_seed(seed, problem.id),
     )
 
@@ -132,14 +138,17 @@ async def run_bench(
     verifiers: Verifiers,
     params: SamplingParams | None = None,
     seed: int = 0,
-    concurrency: int = 4,
+    concurrency: int | None = None,
     on_record: Callable[[BenchRecord], None] | None = None,
     fingerprint: RunFingerprint | None = None,
     dataset_options: Mapping[str, Any] | None = None,
 ) -> list[BenchRecord]:
     """Run every strategy on every problem not already in the log; return the new records.
 
-    Up to `concurrency` (problem, strategy) pairs run at once so the worker's batch stays full.
+    Up to `concurrency` (problem, strategy) pairs run at once (default: as many as the worker
+    has batch slots, at least 4), and their generations share the worker's slots first come
+    first served (`SlotGate`): a slot freed by any sample goes to the next waiting one, so the
+    batch stays full while a problem waits for its slowest sample.
     Each record is appended to the log as soon as it is graded, so an interruption loses
     nothing that finished. A problem that raises anything (an Exception, not a cancellation)
     is recorded with its error, counts as wrong, and is retried next time; the others go on.
@@ -153,8 +162,10 @@ async def run_bench(
         ConfigError: Bad concurrency; another writer holds the log; or the log holds records
             of another fingerprint (the message says what differs).
     """
-    if concurrency < 1:
+    if concurrency is not None and concurrency < 1:
         raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
+    gate = worker if isinstance(worker, SlotGate) else SlotGate(worker)
+    problems_at_once = concurrency or max(MIN_PROBLEMS_AT_ONCE, gate.slots)
     if fingerprint is None:
         fingerprint = make_fingerprint(
             worker=describe_worker(worker),
@@ -165,7 +176,7 @@ async def run_bench(
     with log.lock():
         log.check_fingerprint(fingerprint)
         done = log.done_keys()
-        gate = asyncio.Semaphore(concurrency)
+        admitted = asyncio.Semaphore(problems_at_once)
         new: list[BenchRecord] = []
 
         async def one(problem: Problem, strategy: Strategy) -> None:
@@ -177,8 +188,8 @@ async def run_bench(
                 reference=problem.reference,
                 fingerprint=fingerprint,
             )
-            async with gate:
-                await _solve(problem, strategy, worker, verifiers, params, record)
+            async with admitted:
+                await _solve(problem, strategy, gate, verifiers, params, record)
             log.append(record)
             new.append(record)
             if on_record is not None:
@@ -232,6 +243,16 @@ async def _solve(
     record.completion_tokens = usage.completion_tokens
     record.verifier_calls = usage.verifier_calls
     record.wall_time_s = usage.wall_time_s
+    record.extra.update(stopping_point(result))
+
+
+def stopping_point(result: Result) -> dict[str, Any]:
+    """Where an adaptive strategy stopped sampling (its 'stop' trace node), for the record."""
+    for node in result.trace.nodes:
+        if node.kind == "stop":
+            keys = ("stopped_after", "launched", "aborted", "stop_reason", "max_n")
+            return {k: node.data[k] for k in keys if k in node.data}
+    return {}
 
 
 def pending_count(

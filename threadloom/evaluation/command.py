@@ -18,9 +18,11 @@ from rich.table import Table
 from rich.text import Text
 
 from threadloom.errors import ConfigError, ThreadloomError
+from threadloom.evaluation.allocation import BatchBudget, run_budget_bench
 from threadloom.evaluation.bench import Verifiers, pending_count, record_key, run_bench
 from threadloom.evaluation.compare_command import compare_command
 from threadloom.evaluation.console import WIDE, console, err_console, fail
+from threadloom.evaluation.difficulty import DifficultyRow, by_difficulty
 from threadloom.evaluation.fingerprint import (
     RunFingerprint,
     describe_worker_spec,
@@ -167,6 +169,27 @@ def print_summary(summaries: list[StrategySummary], title: str) -> None:
     )
 
 
+def print_difficulty(rows: list[DifficultyRow]) -> None:
+    """Tokens per problem against difficulty (the batch-budget mode's records)."""
+    if not rows:
+        return
+    table = Table(title="tokens per problem against difficulty (share of its samples right)")
+    for column in ("strategy", "difficulty", "problems", "samples", "compl. tok", "accuracy"):
+        left = column in ("strategy", "difficulty")
+        table.add_column(column, justify="left" if left else "right")
+    for row in rows:
+        table.add_row(
+            Text(row.strategy),
+            row.difficulty,
+            f"{row.problems}",
+            f"{row.mean_samples:.1f}",
+            f"{row.mean_completion_tokens:.0f}",
+            f"{100 * row.accuracy:.0f}%",
+        )
+    out = console if console.is_terminal else Console(width=WIDE)
+    out.print(table)
+
+
 @bench_app.callback(invoke_without_command=True)
 def bench_command(
     ctx: typer.Context,
@@ -195,7 +218,14 @@ def bench_command(
         typer.Option(help="Isolation of code graders: bwrap (default), or guards (weaker)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling and procedural datasets.")] = 0,
-    concurrency: Annotated[int, typer.Option(min=1, help="Problems run at once.")] = 4,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Problems run at once (default: the worker's batch slots, at least 4); their "
+            "samples share the slots first come first served.",
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -227,6 +257,15 @@ def bench_command(
     answer_field: Annotated[str, typer.Option(help="Answer field of a custom JSONL.")] = "answer",
     grader: Annotated[str | None, typer.Option(help="Grader for a custom JSONL.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    budget_tokens: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Share this many completion tokens over all problems: a few probe samples "
+            "each, then more to the problems whose votes are still split (batch-budget mode; "
+            "runs besides any -s strategies).",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate strategies on a dataset: accuracy, coverage and compute, resumable."""
     if ctx.invoked_subcommand is not None:
@@ -242,8 +281,10 @@ def bench_command(
                     f"{option} {path} is a directory; name a file inside it, "
                     f"e.g. {path / ('results.jsonl' if option == '--out' else 'scaling.png')}"
                 )
-        strategies = [make_strategy(s) for s in (strategy or ["single"])]
-        labels = [s.label() for s in strategies]
+        default = [] if budget_tokens is not None else ["single"]
+        strategies = [make_strategy(s) for s in (strategy or default)]
+        budget = BatchBudget(budget_tokens=budget_tokens) if budget_tokens is not None else None
+        labels = [s.label() for s in strategies] + ([budget.label()] if budget else [])
         if len(set(labels)) != len(labels):
             raise ConfigError(f"the same strategy is listed twice: {labels}")
         name, problems = _load_problems(
@@ -292,6 +333,7 @@ def bench_command(
             fingerprint=fingerprint,
             plot=plot,
             as_json=as_json,
+            budget=budget,
         )
 
 
@@ -309,15 +351,20 @@ def _run_and_report(
     sandbox: str | None,
     params: SamplingParams,
     seed: int,
-    concurrency: int,
+    concurrency: int | None,
     fingerprint: RunFingerprint,
     plot: Path | None,
     as_json: bool,
+    budget: BatchBudget | None = None,
 ) -> None:
     from threadloom.workers.registry import make_worker
 
     todo = pending_count(problems, strategies, log, name, seed)
     total = len(problems) * len(strategies)
+    if budget is not None:
+        done = log.done_keys()
+        todo += sum(record_key(name, p, budget.label(), seed) not in done for p in problems)
+        total += len(problems)
     if todo < total:
         err_console.print(Text(f"resuming {log.path}: {total - todo} of {total} already done"))
     verifiers = Verifiers(selection=verifier, sandbox=sandbox)
@@ -346,19 +393,33 @@ def _run_and_report(
         else:
             backend = make_worker(spec)
         try:
-            await run_bench(
-                problems,
-                strategies,
-                backend,
-                log,
-                dataset=name,
-                verifiers=verifiers,
-                params=params,
-                seed=seed,
-                concurrency=concurrency,
-                on_record=on_record,
-                fingerprint=fingerprint,
-            )
+            if strategies:
+                await run_bench(
+                    problems,
+                    strategies,
+                    backend,
+                    log,
+                    dataset=name,
+                    verifiers=verifiers,
+                    params=params,
+                    seed=seed,
+                    concurrency=concurrency,
+                    on_record=on_record,
+                    fingerprint=fingerprint,
+                )
+            if budget is not None:
+                await run_budget_bench(
+                    problems,
+                    backend,
+                    log,
+                    budget,
+                    dataset=name,
+                    verifiers=verifiers,
+                    fingerprint=fingerprint,
+                    params=params,
+                    seed=seed,
+                    on_record=on_record,
+                )
         finally:
             await backend.close()
             verifiers.close()
@@ -373,7 +434,7 @@ def _run_and_report(
     except ThreadloomError as exc:
         # 2 for a configuration the run found wrong, 3 for a failure at run time
         raise fail(str(exc), exit_code_for(exc)) from None
-    wanted = {record_key(name, p, s, seed) for p in problems for s in strategies}
+    wanted = {record_key(name, p, label, seed) for p in problems for label in labels}
     records = [r for r in log.read() if r.key() in wanted and r.fingerprint == fingerprint]
     order = [scrub_text(label) for label in labels]
     summaries = sorted(summarize(records), key=lambda s: order.index(s.strategy))
@@ -389,10 +450,12 @@ def _run_and_report(
             "fingerprint": fingerprint.digest(),
             "interrupted": interrupted,
             "strategies": [s.model_dump() for s in summaries],
+            "by_difficulty": [row.model_dump() for row in by_difficulty(records)],
         }
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     else:
         print_summary(summaries, f"{name}: {len(problems)} problems · results in {log.path}")
+        print_difficulty(by_difficulty(records))
         if plot is not None and summaries:
             console.print(Text(f"plot written to {plot}"))
     if interrupted:
