@@ -48,7 +48,21 @@ except ImportError as exc:  # pragma: no cover - llama-cpp-python is a core depe
 from threadloom.workers.llamacpp_engine import BatchedEngine, EngineOutput, EngineRequest
 
 _DONE = object()
+SLOTS_PER_CORE = 8
+"""Batch slots per usable CPU core by default: on the 2-core reference machine the aggregate
+decode rate of SmolLM2-135M grows to about 8 sequences per core (104 tok/s at 8, 109 at 16)
+and no further, while each extra slot adds latency to every sequence in the batch."""
+MAX_DEFAULT_SLOTS = 32
 logger = logging.getLogger(__name__)
+
+
+def default_slots() -> int:
+    """Batch slots that fit this machine: `SLOTS_PER_CORE` per usable core, at most 32."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(4, min(MAX_DEFAULT_SLOTS, SLOTS_PER_CORE * cores))
 
 
 class LlamaCppWorker:
@@ -57,7 +71,8 @@ class LlamaCppWorker:
     Args:
         model: Path of a GGUF file; None loads the bundled SmolLM2-135M-Instruct.
         n_ctx: KV-cache cells shared by all sequences (each sequence may use up to all of them).
-        n_slots: Sequences decoded together (live requests plus cached prefixes).
+        n_slots: Sequences decoded together (live requests plus cached prefixes); None for
+            `default_slots()`, which fits the machine's cores.
         max_batch_tokens: Tokens per forward pass (decode tokens plus prompt chunks).
         n_threads: CPU threads for llama.cpp; defaults to the number of cores.
         speculation: Prompt-lookup speculative decoding: "off", "on", or "adaptive" (draft
@@ -72,7 +87,7 @@ class LlamaCppWorker:
         model: str | Path | None = None,
         *,
         n_ctx: int = 8192,
-        n_slots: int = 32,
+        n_slots: int | None = None,
         max_batch_tokens: int = 1024,
         n_threads: int | None = None,
         speculation: SpeculationMode | SpeculationConfig = "adaptive",
@@ -82,6 +97,8 @@ class LlamaCppWorker:
     ) -> None:
         if n_ctx < 64:
             raise ConfigError(f"n_ctx={n_ctx} is too small; use at least 64 (default 8192)")
+        if n_slots is None:
+            n_slots = default_slots()
         if not 1 <= n_slots <= llama_cpp.llama_max_parallel_sequences():
             raise ConfigError(
                 f"n_slots={n_slots} is out of range; llama.cpp allows 1 to "
