@@ -199,6 +199,11 @@ def test_n_over_the_cap_is_refused_before_any_generation(worker: FakeWorker) -> 
         with pytest.raises(openai.BadRequestError) as caught:
             client(url).chat.completions.create(model="self-consistency:n=4096", messages=ASK)
         assert "n=4096" in caught.value.body["message"]
+        with pytest.raises(openai.BadRequestError) as caught:
+            client(url).chat.completions.create(
+                model="adaptive-consistency:max_n=64", messages=ASK
+            )
+        assert "max_n=64" in caught.value.body["message"]
         with pytest.raises(openai.BadRequestError):
             client(url).chat.completions.create(
                 model="fake",

@@ -24,6 +24,8 @@ SERVED_STRATEGIES = tuple(
 )
 """Strategy kinds a model id may name (reducers need upstream inputs; graphs come from files)."""
 PLAN_SUFFIXES = (".yaml", ".yml", ".json")
+SAMPLE_COUNT_OPTIONS = frozenset({"n", "max_n", "k", "width", "max_threads", "wave"})
+"""Strategy options that set how many samples run (capped by `--max-n`)."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ def _sample_counts(data: Any, path: str = "") -> list[tuple[str, int]]:
     if isinstance(data, dict):
         for key, value in data.items():
             where = f"{path}.{key}" if path else str(key)
-            if key in ("n", "k", "width", "max_threads") and isinstance(
+            if key in SAMPLE_COUNT_OPTIONS and isinstance(
                 value, int
             ) and not isinstance(value, bool):
                 found.append((where, value))
