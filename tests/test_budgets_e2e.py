@@ -18,7 +18,9 @@ from threadloom.workers.openai import ChatTemplate, OpenAIWorker
 pytestmark = pytest.mark.slow
 
 STORY = "Write a long story about a lighthouse keeper and the sea, in many paragraphs."
-OVERRUN_S = 0.2
+OVERRUN_S = 1.0
+"""Generous here: the model shares two cores with the tests; without the deadline these runs
+take many seconds. benchmarks/deadline_overrun.py measures the overrun itself."""
 
 
 async def test_a_deadline_aborts_every_sequence_on_the_real_model(llama_worker: Any) -> None:
@@ -30,6 +32,12 @@ async def test_a_deadline_aborts_every_sequence_on_the_real_model(llama_worker: 
     assert elapsed < 1.5 + OVERRUN_S
     assert result.truncated
     assert result.usage.aborted_generations == 4
+    # aborted on the worker: the engine drops the sequences at its next step boundary (a step
+    # can take long on a busy machine: the first one also evaluates the prompt)
+    for _ in range(250):
+        if llama_worker.stats()["live_sequences"] == 0:
+            break
+        await asyncio.sleep(0.02)
     assert llama_worker.stats()["live_sequences"] == 0
     decoded = llama_worker.stats()["decoded_tokens"]
     await asyncio.sleep(0.3)
@@ -68,16 +76,19 @@ async def test_a_deadline_through_the_openai_worker_frees_the_real_server(
     worker = OpenAIWorker(base_url=server_url, chat_template=ChatTemplate.from_gguf())
     try:
         started = time.perf_counter()
+        await worker.generate(_question(4))
+        alone = time.perf_counter() - started
+        started = time.perf_counter()
         result = await tl.arun(STORY, "single", worker=worker,
                                params=SamplingParams(max_tokens=600, temperature=0.8),
                                budget=Budget(max_wall_time_s=1.5))
         assert time.perf_counter() - started < 1.5 + OVERRUN_S
         assert result.truncated and result.usage.aborted_generations == 1
         # the server runs one request at a time: had it gone on decoding the aborted story
-        # (600 tokens, several seconds), this short request would wait behind it
+        # (600 tokens, about ten seconds here), this short request would wait behind it
         started = time.perf_counter()
         await worker.generate(_question(4))
-        assert time.perf_counter() - started < 2.0
+        assert time.perf_counter() - started < 2 * alone + 1.5
     finally:
         await worker.close()
 

@@ -6,7 +6,8 @@ enforces the limits while it runs:
 - At the deadline (the wall-time budget) the request is aborted on the worker, which ends the
   stream with its own aborted completion. A worker that has not wound the request down within
   a short grace is no longer read: the guard stops, and reports what had arrived as aborted.
-- Tokens are counted as they arrive (one per text delta when the worker does not say more). A
+- Tokens are counted as they arrive (`StreamDelta.tokens`, or one per text delta when the worker
+  does not count them). A
   worker that sends more than the grant, i.e. ignores `max_tokens`, is aborted at once; the
   excess is discarded, so the completion ends at the grant with `finish_reason="length"`.
 """
@@ -87,7 +88,7 @@ class GenerationGuard:
                     )
                     await self._close_stream()
                     break
-                text = self._accept(delta.text) if delta.text else ""
+                text = self._accept(delta) if delta.text else ""
                 if self._cut and self._aborting is None:
                     await self._abort_now()
                 if delta.completion is not None:
@@ -132,14 +133,15 @@ class GenerationGuard:
                 return None
             raise
 
-    def _accept(self, text: str) -> str:
-        """Count a delta's token against the grant; the text to deliver ("" past the grant)."""
+    def _accept(self, delta: StreamDelta) -> str:
+        """Count a delta's tokens against the grant; the text to deliver ("" past the grant)."""
+        tokens = 1 if delta.tokens is None else delta.tokens
         if self._cut:
-            self.discarded_tokens += 1
+            self.discarded_tokens += tokens
             return ""
-        if self._counted + 1 > self.granted:
+        if self._counted + tokens > self.granted:
             self._cut = True
-            self.discarded_tokens += 1
+            self.discarded_tokens += tokens
             logger.warning(
                 "worker %s sent more than the %d tokens granted to request %s: aborted",
                 self.worker.worker_id, self.granted, self.request.request_id,
@@ -148,9 +150,9 @@ class GenerationGuard:
             if self._stop_reading_at is None or cutoff < self._stop_reading_at:
                 self._stop_reading_at = cutoff
             return ""
-        self._counted += 1
-        self._texts.append(text)
-        return text
+        self._counted += tokens
+        self._texts.append(delta.text)
+        return delta.text
 
     def _final(self, completion: Completion) -> Completion:
         if not self._cut:
