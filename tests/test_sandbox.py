@@ -234,6 +234,7 @@ asyncio.run(run_tests_in_sandbox(candidate, "f()\\n", limits, isolation=sys.argv
 
 @needs_bwrap
 async def test_killed_orchestrator_leaves_nothing_running() -> None:
+    temp_dirs = set(Path(tempfile.gettempdir()).glob("threadloom-sandbox-*"))
     orchestrator = subprocess.Popen(
         [sys.executable, "-c", ORCHESTRATOR, "bwrap"], stdout=subprocess.PIPE, cwd=REPO
     )
@@ -249,6 +250,7 @@ async def test_killed_orchestrator_leaves_nothing_running() -> None:
         orchestrator.send_signal(signal.SIGKILL)
         orchestrator.wait()
         assert await wait_gone(sandbox) == []
+        assert set(Path(tempfile.gettempdir()).glob("threadloom-sandbox-*")) <= temp_dirs
     finally:
         orchestrator.kill()
         orchestrator.wait()

@@ -397,7 +397,7 @@ def _judge(job: dict[str, Any], pid: int, judge: _Judge) -> dict[str, Any]:
         judge.failure = f"the candidate broke the call protocol: {exc}"
     except BaseException as exc:
         if judge.failure is None:
-            return {"passed": False, "detail": _describe(exc)}
+            return {"passed": False, "detail": _describe(exc)[:_MAX_DETAIL]}
     if judge.failure is None:
         return {"passed": True, "detail": "passed"}
     return _failed(judge, pid)
