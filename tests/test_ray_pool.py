@@ -265,6 +265,163 @@ async def test_killed_actor_mid_run_loses_no_candidate(cluster: dict[str, str]) 
         await pool.close()
 
 
+def chunky_worker(marker: Path, *, continues_prefix: bool) -> Any:
+    """A factory for workers that stream several tokens a delta and say how many.
+
+    The first request of the pool (the worker that creates `marker` serves it) streams three
+    deltas of 2, 2 and 3 tokens and then hangs until its actor is killed. Every other request
+    streams one token a delta up to its max_tokens, and its reply names what it was asked.
+    """
+
+    def build() -> Any:
+        import asyncio as aio
+
+        from threadloom.types import Completion, TokenUsage
+        from threadloom.workers.base import StreamDelta, WorkerCapabilities
+
+        class Chunky:
+            worker_id = "chunky"
+
+            def __init__(self) -> None:
+                self.capabilities = WorkerCapabilities(
+                    max_batch=4, continues_prefix=continues_prefix
+                )
+
+            async def stream(self, request: Any) -> Any:
+                limit = request.params.max_tokens
+                try:
+                    marker.touch(exist_ok=False)
+                    first = True
+                except FileExistsError:
+                    first = False
+                if first:
+                    for text, tokens in (("t1 t2 ", 2), ("t3 t4 ", 2), ("t5 t6 t7 ", 3)):
+                        yield StreamDelta(text=text, tokens=tokens)
+                    await aio.sleep(3600)  # hangs: the test kills this actor
+                sent = [f"r{i} " for i in range(1, 21)][:limit]
+                sent[0] = f"[prefix={len(request.prefix)} max={limit}] " + sent[0]
+                for text in sent:
+                    await aio.sleep(0.01)
+                    yield StreamDelta(text=text, tokens=1)
+                yield StreamDelta(
+                    text="",
+                    completion=Completion(
+                        text="".join(sent),
+                        finish_reason="length" if len(sent) == limit else "stop",
+                        usage=TokenUsage(prompt_tokens=3, completion_tokens=len(sent)),
+                        worker_id=self.worker_id,
+                        request_id=request.request_id,
+                    ),
+                )
+
+            async def generate(self, request: Any) -> Any:
+                raise NotImplementedError
+
+            async def abort(self, request_id: str) -> bool:
+                return False
+
+            async def close(self) -> None:
+                pass
+
+        return Chunky()
+
+    return build
+
+
+def chunky_pool(name: str, marker: Path, *, continues_prefix: bool) -> RayPool:
+    """Two actors of `chunky_worker`s."""
+    return RayPool(
+        "fake",
+        name=name,
+        replicas=2,
+        resources={"num_cpus": 0.25},
+        factory=chunky_worker(marker, continues_prefix=continues_prefix),
+        failover=FAST,
+    )
+
+
+async def fail_over_after_three_deltas(pool: RayPool, max_tokens: int) -> tuple[Any, list[str]]:
+    """Stream a request, kill its actor once three deltas arrived; the deltas and the end."""
+    request = chat(max_tokens=max_tokens)
+    texts: list[str] = []
+    final = None
+    async for delta in pool.stream(request):
+        if delta.completion is not None:
+            final = delta.completion
+        elif delta.text:
+            texts.append(delta.text)
+            if len(texts) == 3:
+                busy = next(lane for lane in pool.lanes if lane["in_flight"])
+                ray.kill(pool.actor(busy["worker_id"]), no_restart=True)
+    return final, texts
+
+
+@pytest.mark.timeout(180)
+async def test_failover_resumes_within_max_tokens_by_real_token_counts(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    # review case: three deltas carrying seven tokens, then the actor dies; max_tokens=10
+    pool = chunky_pool("chunky", tmp_path / "served", continues_prefix=True)
+    try:
+        await pool.wait_ready()
+        final, texts = await fail_over_after_three_deltas(pool, max_tokens=10)
+        assert final is not None and final.attempts == 2
+        prefix = "t1 t2 t3 t4 t5 t6 t7 "
+        # the second worker was asked to continue the seven tokens with the three left
+        assert final.text == prefix + f"[prefix={len(prefix)} max=3] r1 r2 r3 "
+        assert "".join(texts) == final.text
+        assert final.usage.completion_tokens == 10 and final.finish_reason == "length"
+        (survivor,) = [e for e in await pool.describe() if "error" not in e]
+        assert survivor["completion_tokens"] == 3  # decoded on the worker: no more than three
+    finally:
+        await pool.close()
+
+
+@pytest.mark.timeout(180)
+async def test_failover_restarts_a_worker_that_cannot_continue_a_prefix(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    pool = chunky_pool("restart", tmp_path / "served", continues_prefix=False)
+    try:
+        await pool.wait_ready()
+        final, texts = await fail_over_after_three_deltas(pool, max_tokens=5)
+        assert final is not None and final.attempts == 2
+        # asked again from scratch, with the whole max_tokens; none of the first text kept
+        assert final.text == "[prefix=0 max=5] r1 r2 r3 r4 r5 "
+        assert final.usage.completion_tokens == 5
+        assert "".join(texts[3:]) == final.text  # the stream started over after three deltas
+    finally:
+        await pool.close()
+
+
+@pytest.mark.timeout(180)
+async def test_an_abort_sent_while_the_request_opens_is_not_lost(
+    cluster: dict[str, str],
+) -> None:
+    pool = RayPool(
+        "fake:" + " ".join(["tok"] * 200),
+        name="early",
+        resources={"num_cpus": 0.25},
+        options={"token_delay_s": 0.02},
+        failover=FAST,
+    )
+    try:
+        await pool.wait_ready()
+        for _ in range(3):
+            request = chat(max_tokens=200)
+            task = asyncio.create_task(pool.generate(request))
+            for _ in range(3):  # far enough for the request to be on its way to the actor
+                await asyncio.sleep(0)
+            assert await pool.abort(request.request_id)
+            aborted = await asyncio.wait_for(task, 30)
+            assert aborted.finish_reason == "abort"
+        (entry,) = await pool.describe()
+        assert entry["in_flight"] == 0
+        assert entry["completion_tokens"] < 100  # the three requests stopped early, not 600
+    finally:
+        await pool.close()
+
+
 async def test_unanswered_call_times_out_and_fails_over(cluster: dict[str, str]) -> None:
     def build() -> Any:
         import time as clock

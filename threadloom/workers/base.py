@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from threadloom.types import Completion, GenerationRequest
 
@@ -22,6 +22,9 @@ class WorkerCapabilities(BaseModel):
     """Tokens per sequence (prompt plus completion); 0 when unknown."""
     max_batch: int = 1
     """Sequences decoded together in one forward pass."""
+    continues_prefix: bool = True
+    """A chat request's assistant `prefix` is continued where it ends (False: the backend may
+    answer in a new turn instead, so a pool restarts a failed request rather than resume it)."""
     model: str = ""
 
 
@@ -31,6 +34,8 @@ class StreamDelta(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     text: str
+    tokens: int | None = Field(None, ge=0)
+    """Tokens decoded since the previous delta (None: the worker does not count them)."""
     completion: Completion | None = None
 
 

@@ -118,7 +118,7 @@ class FakeWorker:
                 emitted.append(token)
                 self.tokens_emitted += 1
                 first_token_at = first_token_at or time.perf_counter()
-                yield StreamDelta(text=token)
+                yield StreamDelta(text=token, tokens=1)
         finally:
             self._running.discard(request.request_id)
             self._aborted.discard(request.request_id)

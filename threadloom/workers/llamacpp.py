@@ -277,29 +277,33 @@ class LlamaCppWorker:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
-        def deliver(item: str | EngineOutput | BaseException) -> None:
+        def deliver(item: StreamDelta | EngineOutput | BaseException) -> None:
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
             except RuntimeError:  # the caller's event loop is closed: nobody reads this request
                 self._engine.abort(request.request_id)
 
-        on_delta = on_done = deliver
+        counted = 0
 
-        self._engine.submit(
-            EngineRequest(
-                request_id=request.request_id,
-                prompt_tokens=tokens,
-                params=request.params,
-                on_delta=on_delta,
-                on_done=on_done,
-            )
+        def on_delta(text: str) -> None:  # on the engine thread, with `decoded` up to date
+            nonlocal counted
+            fresh, counted = engine_request.decoded - counted, engine_request.decoded
+            deliver(StreamDelta(text=text, tokens=fresh))
+
+        engine_request = EngineRequest(
+            request_id=request.request_id,
+            prompt_tokens=tokens,
+            params=request.params,
+            on_delta=on_delta,
+            on_done=deliver,
         )
+        self._engine.submit(engine_request)
         finished = False
         try:
             while True:
                 item = await queue.get()
-                if isinstance(item, str):
-                    yield StreamDelta(text=item)
+                if isinstance(item, StreamDelta):
+                    yield item
                     continue
                 finished = True
                 if isinstance(item, BaseException):

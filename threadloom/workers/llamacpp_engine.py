@@ -72,6 +72,8 @@ class EngineRequest:
     on_done: Callable[[EngineOutput | BaseException], None]
     submitted_at: float = field(default_factory=time.perf_counter)
     aborted: bool = False
+    decoded: int = 0
+    """Completion tokens decoded so far (up to date whenever `on_delta` runs)."""
 
 
 @dataclass
@@ -507,6 +509,7 @@ class BatchedEngine:
             if seq.logprobs is not None:
                 seq.logprobs.append(sampled)
             delta = seq.text.push(self.piece(sampled.token))
+            seq.request.decoded = seq.completion_tokens
             if delta:
                 seq.request.on_delta(delta)
             if seq.text.stopped:

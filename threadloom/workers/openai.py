@@ -209,6 +209,9 @@ class OpenAIWorker:
             logprobs=True,
             max_context=self._max_context,
             max_batch=self.config.max_concurrency,
+            # without a template a prefix travels as a final assistant message, which only
+            # some servers continue (vLLM, SGLang); llama_cpp.server starts a new turn
+            continues_prefix=self.config.chat_template is not None,
             model=self._model or "",
         )
 
@@ -258,7 +261,7 @@ class OpenAIWorker:
                     # closing the events when the consumer stops early closes the HTTP stream
                     async with contextlib.aclosing(events):
                         async for text in events:
-                            yield StreamDelta(text=text)
+                            yield StreamDelta(text=text, tokens=run.last_tokens)
                 finally:
                     slots.release()
         yield StreamDelta(text="", completion=run.completion(self.worker_id, request))
@@ -520,6 +523,8 @@ class _StreamState:
         self.stop_reason: str | None = None
         self.usage: ReplyUsage | None = None
         self.saw_done = False
+        self.last_tokens: int | None = None
+        """Tokens of the last chunk's text, when its log-probabilities count them."""
 
     @property
     def text(self) -> str:
@@ -529,11 +534,13 @@ class _StreamState:
         """Record one streamed chunk (or a whole reply); return its new text (what fits)."""
         self.usage = parse_usage(chunk) or self.usage
         text = ""
-        for choice in parse_choices(chunk, chat=call.chat, stop=request.params.stop):
+        self.last_tokens = None
+        for choice in parse_choices(chunk, call.chat, request.params.stop):
             kept, logprobs = self.tally.admit(choice.text, choice.logprobs)
             text += kept
             if logprobs is not None:
                 self.logprobs = (self.logprobs or []) + list(logprobs)
+                self.last_tokens = (self.last_tokens or 0) + len(logprobs)
             if self.tally.cut:
                 self.finish, self.stop_reason = "length", None
             elif choice.finish_reason is not None:

@@ -7,7 +7,10 @@ all of an actor's running requests with one `poll` call: it waits until any of t
 (an empty answer is a heartbeat) and returns every delta decoded since the last call. A
 batched engine decodes a token for each sequence per step, so one round trip per step serves
 them all, however many requests are running. `abort` stops a request on the worker (its feed
-then ends with finish_reason "abort"); `release` also forgets its feed.
+then ends with finish_reason "abort"); `release` also forgets its feed. Each chunk carries the
+token count of each delta, as the worker reported it (None where it does not count), so a pool
+can resume a request within its `max_tokens` on another actor. An abort that arrives before its
+request is opened is remembered, and the request is stopped as soon as it opens.
 
 The class is plain Python; `RayPool` wraps it with `ray.remote` and the actor's resources.
 """
@@ -22,7 +25,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from threadloom.errors import WorkerUnavailable
 from threadloom.types import Completion, GenerationRequest
@@ -32,14 +35,26 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Chunk", "WorkerHost"]
 
-Chunk = tuple[list[str], Completion | None]
-"""(text deltas in order, the final Completion once the request is done)."""
+_EARLY_ABORTS = 1024
+"""Aborts of requests not opened yet that an actor remembers (the oldest are forgotten)."""
+
+
+class Chunk(NamedTuple):
+    """What one round trip hands over of a request."""
+
+    texts: list[str]
+    """Text deltas in order."""
+    tokens: list[int | None]
+    """Tokens each delta took, as the worker counted them (None: it does not count)."""
+    completion: Completion | None
+    """The final Completion, once the request is done."""
 
 
 @dataclass
 class _Feed:
     request: GenerationRequest
     texts: list[str] = field(default_factory=list)
+    tokens: list[int | None] = field(default_factory=list)
     completion: Completion | None = None
     error: BaseException | None = None
     abort: bool = False
@@ -87,6 +102,8 @@ class WorkerHost:
         self._feeds: dict[str, _Feed] = {}
         self._activity = asyncio.Event()
         """Set (and replaced) whenever any request has news."""
+        self._early_aborts: dict[str, None] = {}
+        """Requests aborted before they were opened here (in arrival order)."""
         self._started = time.time()
         self.served = 0
         self.completion_tokens = 0
@@ -103,6 +120,9 @@ class WorkerHost:
         if old is not None and not old.done:
             await self._worker.abort(rid)
         feed = _Feed(request)
+        if rid in self._early_aborts:
+            del self._early_aborts[rid]
+            feed.abort = True  # aborted before it arrived: it ends at once
         self._feeds[rid] = feed
         feed.task = asyncio.create_task(self._produce(feed))
         if not feed.texts and not feed.done:
@@ -157,14 +177,16 @@ class WorkerHost:
             )
         feed.wake.clear()
         texts, feed.texts = feed.texts, []
+        tokens, feed.tokens = feed.tokens, []
         if not feed.done:
-            return texts, None
+            return Chunk(texts, tokens, None)
         if feed.error is not None and texts:
-            return texts, None  # hand over what was decoded; the next call reports the error
+            # hand over what was decoded; the next call reports the error
+            return Chunk(texts, tokens, None)
         del self._feeds[request_id]
         if feed.error is not None:
             return feed.error
-        return texts, feed.completion
+        return Chunk(texts, tokens, feed.completion)
 
     async def _produce(self, feed: _Feed) -> None:
         rid = feed.request.request_id
@@ -180,6 +202,7 @@ class WorkerHost:
                     feed.aborted = await self._worker.abort(rid)
                 if delta.text:
                     feed.texts.append(delta.text)
+                    feed.tokens.append(delta.tokens)
                 if delta.completion is not None:
                     self._count(delta.completion)
                     feed.completion = delta.completion
@@ -206,7 +229,10 @@ class WorkerHost:
     async def abort(self, request_id: str) -> bool:
         """Stop a running request; its next chunk ends it with finish_reason "abort"."""
         feed = self._feeds.get(request_id)
-        if feed is None or feed.done:
+        if feed is None:
+            self._abort_when_opened(request_id)
+            return False
+        if feed.done:
             return False
         feed.abort = True
         feed.aborted = await self._worker.abort(request_id)
@@ -215,9 +241,17 @@ class WorkerHost:
     async def release(self, request_id: str) -> None:
         """Abort a request and forget it (its consumer went away)."""
         feed = self._feeds.pop(request_id, None)
-        if feed is not None and not feed.done:
+        if feed is None:
+            self._abort_when_opened(request_id)
+        elif not feed.done:
             feed.abort = True
             feed.aborted = await self._worker.abort(request_id)
+
+    def _abort_when_opened(self, request_id: str) -> None:
+        """Remember an abort whose request is not open here (its `open` may be on the way)."""
+        self._early_aborts[request_id] = None
+        while len(self._early_aborts) > _EARLY_ABORTS:
+            del self._early_aborts[next(iter(self._early_aborts))]
 
     # ----- management -----------------------------------------------------------------------
 

@@ -255,7 +255,7 @@ class Lanes:
                 if inbox is None:
                     continue  # its consumer went away meanwhile
                 inbox.put_nowait(item)
-                if isinstance(item, BaseException) or item[1] is not None:
+                if isinstance(item, BaseException) or item.completion is not None:
                     del lane.inboxes[request_id]
 
     # ----- load -----------------------------------------------------------------------------
@@ -335,6 +335,7 @@ class Lanes:
         return WorkerCapabilities(
             logprobs=all(c.logprobs for c in caps),
             prefix_caching=all(c.prefix_caching for c in caps),
+            continues_prefix=all(c.continues_prefix for c in caps),
             speculative_decoding=any(c.speculative_decoding for c in caps),
             max_context=min(c.max_context for c in caps),
             max_batch=sum(lane.capacity for lane in lanes),

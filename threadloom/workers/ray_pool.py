@@ -7,19 +7,22 @@ any other. Streaming works by polling the actor for chunks of deltas (see `ray_a
 Failover: when an actor dies, stops answering within `call_timeout_s`, or its worker reports
 itself unavailable, the request is retried (tenacity, at most `max_attempts` actors) on a live
 actor. A request that had already streamed text resumes from it: the next actor continues the
-prefix plus that text with the remaining token budget, so the consumer's deltas stay one
-coherent stream and no candidate is lost or produced twice. Ray restarts the dead actor
-(`max_restarts`); the pool routes to it again once it answers. The Completion records the
-attempts (`attempts`, `failed_workers`), which the run context writes into the trace.
+prefix plus that text with the tokens left of `max_tokens`, so the consumer's deltas stay one
+coherent stream and no candidate is lost or produced twice. Tokens are counted as the workers
+report them with each delta (a delta whose worker does not count is bounded by its UTF-8 bytes,
+so a resumed request never runs past `max_tokens`). A worker that cannot continue a chat prefix
+(`capabilities.continues_prefix` false) restarts the request from scratch instead: its deltas
+then start over, and the final Completion holds the new attempt's text alone. Ray restarts the
+dead actor (`max_restarts`); the pool routes to it again once it answers. The Completion records
+the attempts (`attempts`, `failed_workers`), which the run context writes into the trace.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -33,7 +36,7 @@ from threadloom.errors import (
     WorkerError,
     WorkerUnavailable,
 )
-from threadloom.types import Completion, GenerationRequest, TokenUsage, Usage
+from threadloom.types import Completion, GenerationRequest, Usage
 from threadloom.workers.base import StreamDelta, Worker, WorkerCapabilities, collect_stream
 from threadloom.workers.cluster_config import (
     FailoverSpec,
@@ -41,6 +44,8 @@ from threadloom.workers.cluster_config import (
     RoutingSpec,
     describe_errors,
 )
+from threadloom.workers.ray_actor import Chunk
+from threadloom.workers.ray_attempt import Attempt
 from threadloom.workers.ray_cluster import check_placement, connect, shutdown
 from threadloom.workers.ray_lanes import Lane, Lanes, first_line
 
@@ -58,69 +63,12 @@ class _Failover(WorkerUnavailable):
     """An attempt failed on one actor; tenacity retries the request on another."""
 
 
-@dataclass(eq=False)
-class _Attempt:
-    request: GenerationRequest
-    started: float = field(default_factory=time.perf_counter)
-    lane: Lane | None = None
-    tokens: int = 0
-    """max_tokens reserved on the current lane."""
-    texts: list[str] = field(default_factory=list)
-    resumed_at: int = 0
-    """Deltas streamed before the current attempt (its completion covers only the rest)."""
-    failed: list[str] = field(default_factory=list)
-    inbox: asyncio.Queue[Any] | None = None
-    """Where the lane's poller delivers this request's chunks once it is open."""
+_NOTHING = Chunk([], [], None)
 
-    def now(self) -> GenerationRequest:
-        """The request for the next attempt: the original, or a resumption of streamed text."""
-        self.resumed_at = len(self.texts)
-        if not self.texts:
-            return self.request
-        params = self.request.params
-        remaining = max(1, params.max_tokens - len(self.texts))
-        return self.request.model_copy(
-            update={
-                "prefix": self.request.prefix + "".join(self.texts),
-                "params": params.model_copy(update={"max_tokens": remaining}),
-            }
-        )
 
-    @property
-    def exhausted(self) -> bool:
-        return bool(self.texts) and len(self.texts) >= self.request.params.max_tokens
-
-    def finish(self, completion: Completion) -> Completion:
-        """The request's completion: after a failover, the streamed text plus the last
-        attempt's (its logprobs, if any, cover only the part that attempt decoded)."""
-        if not self.failed:
-            return completion
-        before = self.texts[: self.resumed_at]
-        usage = completion.usage
-        return completion.model_copy(
-            update={
-                "text": "".join(before) + completion.text,
-                "usage": TokenUsage(
-                    prompt_tokens=usage.prompt_tokens,
-                    cached_prompt_tokens=usage.cached_prompt_tokens,
-                    completion_tokens=len(before) + usage.completion_tokens,
-                ),
-                "request_id": self.request.request_id,
-                "attempts": len(self.failed) + 1,
-                "failed_workers": tuple(self.failed),
-            }
-        )
-
-    def local(self, finish_reason: str, worker_id: str) -> Completion:
-        """A completion made here, without a worker (aborted while waiting, budget spent)."""
-        return self.finish(
-            Completion(
-                text="",
-                finish_reason=finish_reason,  # type: ignore[arg-type]
-                worker_id=worker_id,
-                request_id=self.request.request_id,
-            )
-        )
+def _continues_prefix(lane: Lane) -> bool:
+    """Whether the lane's worker continues a chat prefix (unknown: assume it does)."""
+    return bool(lane.info.get("capabilities", {}).get("continues_prefix", True))
 
 
 class RayPool:
@@ -179,7 +127,7 @@ class RayPool:
             failover=self.failover,
             factory=factory,
         )
-        self._attempts: dict[str, _Attempt] = {}
+        self._attempts: dict[str, Attempt] = {}
         self._aborted: set[str] = set()
         self._closed = False
         self._retrying = AsyncRetrying(
@@ -235,18 +183,17 @@ class RayPool:
             raise WorkerDead(f"pool {self.name!r} is closed; create a new RayPool")
         await self._lanes.wait_ready()
         rid = request.request_id
-        attempt = _Attempt(request)
+        attempt = Attempt(request)
         self._attempts[rid] = attempt
         retrying = self._retrying.copy()
         try:
             while True:
-                chunk: tuple[list[str], Completion | None]
-                chunk = await retrying(self._next_chunk, attempt)
-                for text in chunk[0]:
-                    attempt.texts.append(text)
-                    yield StreamDelta(text=text)
-                if chunk[1] is not None:
-                    final = attempt.finish(chunk[1])
+                chunk: Chunk = await retrying(self._next_chunk, attempt)
+                for text, tokens in zip(chunk.texts, chunk.tokens, strict=True):
+                    attempt.add(text, tokens)
+                    yield StreamDelta(text=text, tokens=tokens)
+                if chunk.completion is not None:
+                    final = attempt.finish(chunk.completion)
                     self.usage.add_completion(final)
                     yield StreamDelta(text="", completion=final)
                     return
@@ -258,48 +205,55 @@ class RayPool:
                 # the consumer went away mid-request: stop it on the actor, fire and forget
                 lane.actor.release.remote(rid)
 
-    def _release(self, attempt: _Attempt) -> Lane | None:
+    def _release(self, attempt: Attempt) -> Lane | None:
         lane, attempt.lane = attempt.lane, None
         if lane is not None:
             self._lanes.unsubscribe(lane, attempt.request.request_id)
-            self._lanes.release(lane, attempt.tokens)
-            attempt.tokens, attempt.inbox = 0, None
+            self._lanes.release(lane, attempt.reserved)
+            attempt.reserved, attempt.inbox = 0, None
         return lane
 
-    async def _next_chunk(self, attempt: _Attempt) -> tuple[list[str], Completion | None]:
+    async def _next_chunk(self, attempt: Attempt) -> Chunk:
         """The request's next chunk: opened on a lane (after a failure, another one), then
         delivered by the lane's poller."""
         lane = attempt.lane
         rid = attempt.request.request_id
         item: Any
         if lane is None:
-            if attempt.exhausted:
-                return [], attempt.local("length", attempt.failed[-1])
-            tokens = max(1, attempt.request.params.max_tokens - len(attempt.texts))
+            if rid in self._aborted:
+                return _NOTHING._replace(completion=attempt.local("abort", self.worker_id))
+            reserve = max(1, attempt.left)
             lane = await self._lanes.acquire(
-                attempt.request.affinity_key, tokens, attempt.failed, lambda: rid in self._aborted
+                attempt.request.affinity_key, reserve, attempt.failed, lambda: rid in self._aborted
             )
             if lane is None:
-                return [], attempt.local("abort", self.worker_id)
-            attempt.lane, attempt.tokens = lane, tokens
+                return _NOTHING._replace(completion=attempt.local("abort", self.worker_id))
+            resume = attempt.request.text is not None or _continues_prefix(lane)
+            if resume and attempt.texts and attempt.left <= 0:
+                self._lanes.release(lane, reserve)
+                return _NOTHING._replace(completion=attempt.local("length", attempt.failed[-1]))
+            attempt.lane, attempt.reserved = lane, reserve
             wait_s, linger_s = self.failover.poll_wait_s, self.failover.linger_s
-            call = lane.actor.open.remote(attempt.now(), wait_s, linger_s)
+            call = lane.actor.open.remote(attempt.now(resume=resume), wait_s, linger_s)
             try:
                 item = await asyncio.wait_for(call, wait_s + self.failover.call_timeout_s)
             except (RayError, TimeoutError) as exc:
                 item = exc
+            opened = not isinstance(item, BaseException) and item.completion is None
+            if opened and rid in self._aborted:  # aborted while `open` was on its way
+                lane.actor.abort.remote(rid)
         else:
             assert attempt.inbox is not None
             item = await attempt.inbox.get()
         if isinstance(item, BaseException):
             self._attempt_failed(attempt, lane, item)
-        if item[1] is not None:
+        if item.completion is not None:
             self._release(attempt)
         elif attempt.inbox is None:
             attempt.inbox = self._lanes.subscribe(lane, rid)
         return item  # type: ignore[no-any-return]
 
-    def _attempt_failed(self, attempt: _Attempt, lane: Lane, exc: BaseException) -> None:
+    def _attempt_failed(self, attempt: Attempt, lane: Lane, exc: BaseException) -> None:
         """Sort out why an attempt failed: retry elsewhere, or raise the caller's error."""
         rid = attempt.request.request_id
         if self._closed:
@@ -319,7 +273,7 @@ class RayPool:
             raise exc
         raise WorkerError(f"{lane.name} failed on {rid}: {first_line(exc)}") from exc
 
-    def _failed(self, attempt: _Attempt, lane: Lane, exc: BaseException, *, suspect: bool) -> None:
+    def _failed(self, attempt: Attempt, lane: Lane, exc: BaseException, *, suspect: bool) -> None:
         """Book an attempt's failure and raise what makes tenacity retry it (or give up)."""
         self._release(attempt)
         attempt.failed.append(lane.name)
@@ -342,17 +296,17 @@ class RayPool:
         attempt = self._attempts.get(request_id)
         if attempt is None:
             return False
+        # remembered whatever happens next: waiting for a slot, between attempts, or with its
+        # `open` still on the way (checked again when `open` answers, and by the actor)
+        self._aborted.add(request_id)
         lane = attempt.lane
         if lane is None:
-            self._aborted.add(request_id)  # waiting for a slot, or between attempts
             self._lanes.notify()
             return True
-        try:
+        with contextlib.suppress(RayError, TimeoutError):
             call = lane.actor.abort.remote(request_id)
-            return bool(await asyncio.wait_for(call, self.failover.call_timeout_s))
-        except (RayError, TimeoutError):
-            self._aborted.add(request_id)
-            return True
+            await asyncio.wait_for(call, self.failover.call_timeout_s)
+        return True
 
     # ----- inspection and shutdown ----------------------------------------------------------
 
