@@ -18,24 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import httpx
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import ValidationError
 
 from threadloom.errors import (
     ConfigError,
@@ -44,118 +34,21 @@ from threadloom.errors import (
     WorkerError,
     WorkerUnavailable,
 )
-from threadloom.types import (
-    Completion,
-    FinishReason,
-    GenerationRequest,
-    Timings,
-    TokenLogprob,
-    TokenUsage,
-)
+from threadloom.types import Completion, GenerationRequest, Timings, TokenUsage
 from threadloom.workers.base import StreamDelta, WorkerCapabilities
 from threadloom.workers.cluster_config import describe_errors
-from threadloom.workers.openai_http import (
-    Aborted,
-    Connection,
-    Flight,
-    Flights,
-    exposes_secrets,
-    redact_url,
-)
-from threadloom.workers.openai_protocol import (
-    Call,
-    ChatTemplate,
-    Endpoint,
-    EventStreamDecoder,
-    build_call,
-)
-from threadloom.workers.openai_replies import (
-    Choice,
-    ReplyUsage,
-    parse_choices,
-    parse_usage,
-    split_tokens,
-)
-from threadloom.workers.openai_tokens import TokenTally, fewest_tokens, settle_count, text_within
+from threadloom.workers.openai_config import OpenAIWorkerConfig
+from threadloom.workers.openai_http import Aborted, Connection, Flight, Flights, redact_url
+from threadloom.workers.openai_protocol import Call, ChatTemplate, EventStreamDecoder, build_call
+from threadloom.workers.openai_replies import parse_choices, parse_usage, split_tokens
+from threadloom.workers.openai_stream import StreamState, next_line
+from threadloom.workers.openai_tokens import fewest_tokens, settle_count, within_limit
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 __all__ = ["ChatTemplate", "OpenAIWorker", "OpenAIWorkerConfig"]
-
-
-class OpenAIWorkerConfig(BaseModel):
-    """Where the server is and how to talk to it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    base_url: str = "http://127.0.0.1:8000/v1"
-    """The server's API root, usually ending in /v1."""
-    api_key: SecretStr | None = None
-    """Bearer token; None sends OPENAI_API_KEY, but only over https or to this machine."""
-    allow_key_over_http: bool = False
-    """Send credentials over plain http to another host (anyone on the path can read them)."""
-    model: str | None = None
-    """Model name sent with each request; None asks the server (the first model it lists)."""
-    endpoint: Endpoint = "chat"
-    """Where chat messages go: "chat", or "completions" (rendered with `chat_template`)."""
-    chat_template: ChatTemplate | None = None
-    """Template for rendering chat as text (a ChatTemplate, or its Jinja source)."""
-    timeout: float = Field(300.0, gt=0)
-    """Seconds a whole request may take; a stream may go this long without data."""
-    stream_timeout: float = Field(1800.0, gt=0)
-    """Seconds a whole stream may take, however often the server sends keep-alive comments."""
-    connect_timeout: float = Field(10.0, gt=0)
-    """Seconds to open a connection."""
-    max_retries: int = Field(3, ge=0)
-    """Retries after a connection failure, 429 or 5xx (0: fail on the first)."""
-    backoff_s: float = Field(0.5, ge=0)
-    """Scale of the jittered exponential pause between retries."""
-    max_backoff_s: float = Field(20.0, ge=0)
-    """Longest pause between two attempts (a server's Retry-After included)."""
-    max_concurrency: int = Field(16, ge=1)
-    """Requests in flight at once; more wait their turn here."""
-    max_context: int = Field(0, ge=0)
-    """Context window reported in capabilities (0: from the server's model list, if given)."""
-    headers: dict[str, str] = Field(default_factory=dict)
-    """Extra HTTP headers sent with every request."""
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(
-                f"base_url {redact_url(value)!r} is not an http(s) URL; write e.g. "
-                "http://127.0.0.1:8000/v1"
-            )
-        return value.strip().rstrip("/")
-
-    @field_validator("chat_template", mode="before")
-    @classmethod
-    def _template_text(cls, value: Any) -> Any:
-        return ChatTemplate(template=value) if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _check(self) -> OpenAIWorkerConfig:
-        if self.endpoint == "completions" and self.chat_template is None:
-            raise ValueError(
-                "endpoint='completions' renders chat messages with chat_template: set one "
-                "(e.g. ChatTemplate.from_gguf(path)) or use endpoint='chat'"
-            )
-        explicit = self.api_key is not None or "@" in urlsplit(self.base_url).netloc
-        if explicit and exposes_secrets(self.base_url) and not self.allow_key_over_http:
-            raise ValueError(
-                f"base_url {redact_url(self.base_url)!r} is plain http to another host, so the "
-                "credentials (api_key, or a user and password in the URL) would cross the network "
-                "unencrypted: use https, or set allow_key_over_http=True on a trusted network"
-            )
-        return self
-
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        for name, value in super().__repr_args__():
-            yield name, redact_url(value) if name == "base_url" else value
 
 
 class OpenAIWorker:
@@ -247,7 +140,7 @@ class OpenAIWorker:
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         self._check_open()
-        run = _StreamState(time.perf_counter(), request.params.max_tokens, self._http.where)
+        run = StreamState(time.perf_counter(), request.params.max_tokens, self._http.where)
         with self._flights.track(request.request_id) as flight:
             slots = self._http.session().slots
             try:
@@ -310,7 +203,7 @@ class OpenAIWorker:
                 "that it is an OpenAI-compatible server"
             )
         limit = request.params.max_tokens
-        kept = [_within(c, limit, self._http.where) for c in choices]
+        kept = [within_limit(c, limit, self._http.where) for c in choices]
         reported = usage.completion_tokens if usage is not None else None
         counts: list[int | None]
         if len(kept) == 1:
@@ -360,7 +253,7 @@ class OpenAIWorker:
     # ----- streams --------------------------------------------------------------------------
 
     async def _stream_events(
-        self, request: GenerationRequest, flight: Flight, run: _StreamState
+        self, request: GenerationRequest, flight: Flight, run: StreamState
     ) -> AsyncGenerator[str, None]:
         try:
             call = await flight.race(self._build(request, n=1, stream=True))
@@ -402,7 +295,7 @@ class OpenAIWorker:
         self,
         response: httpx.Response,
         flight: Flight,
-        run: _StreamState,
+        run: StreamState,
         call: Call,
         request: GenerationRequest,
     ) -> AsyncGenerator[str, None]:
@@ -412,7 +305,8 @@ class OpenAIWorker:
         and `timeout` since the last event with data (keep-alive comments do not count).
         """
         loop = asyncio.get_running_loop()
-        ends_at = loop.time() + self.config.stream_timeout - (time.perf_counter() - run.started)
+        sent_at = run.started + run.queued_s  # waiting here for a slot does not count
+        ends_at = loop.time() + self.config.stream_timeout - (time.perf_counter() - sent_at)
         last_data = loop.time()
         decoder = EventStreamDecoder()
         lines = response.aiter_lines()
@@ -420,7 +314,7 @@ class OpenAIWorker:
             deadline = min(ends_at, last_data + self.config.timeout)
             try:
                 async with asyncio.timeout_at(deadline):
-                    line = await flight.race(_next_line(lines))
+                    line = await flight.race(next_line(lines))
             except Aborted:
                 run.finish = "abort"
                 return
@@ -506,98 +400,6 @@ class OpenAIWorker:
     def _check_open(self) -> None:
         if self._closed:
             raise WorkerDead(f"worker {self.worker_id} is closed; create a new one")
-
-
-class _StreamState:
-    """What a stream has received so far; becomes its final Completion."""
-
-    def __init__(self, started: float, max_tokens: int, where: str) -> None:
-        self.started = started
-        self.where = where
-        self.queued_s = 0.0
-        self.first_token_at = 0.0
-        self.pieces: list[str] = []
-        self.tally = TokenTally(max_tokens)
-        self.logprobs: list[TokenLogprob] | None = None
-        self.finish: FinishReason | None = None
-        self.stop_reason: str | None = None
-        self.usage: ReplyUsage | None = None
-        self.saw_done = False
-        self.last_tokens: int | None = None
-        """Tokens of the last chunk's text, when its log-probabilities count them."""
-
-    @property
-    def text(self) -> str:
-        return "".join(self.pieces)
-
-    def take(self, chunk: dict[str, Any], call: Call, request: GenerationRequest) -> str:
-        """Record one streamed chunk (or a whole reply); return its new text (what fits)."""
-        self.usage = parse_usage(chunk) or self.usage
-        text = ""
-        self.last_tokens = None
-        for choice in parse_choices(chunk, call.chat, request.params.stop):
-            kept, logprobs = self.tally.admit(choice.text, choice.logprobs)
-            text += kept
-            if logprobs is not None:
-                self.logprobs = (self.logprobs or []) + list(logprobs)
-                self.last_tokens = (self.last_tokens or 0) + len(logprobs)
-            if self.tally.cut:
-                self.finish, self.stop_reason = "length", None
-            elif choice.finish_reason is not None:
-                self.finish = choice.finish_reason
-                self.stop_reason = choice.stop_reason
-        if text:
-            self.pieces.append(text)
-            self.first_token_at = self.first_token_at or time.perf_counter()
-        return text
-
-    def completion(self, worker_id: str, request: GenerationRequest) -> Completion:
-        done = time.perf_counter()
-        usage = self.usage or ReplyUsage()
-        fewest = max(self.tally.counted, len(self.logprobs or ()))
-        reported = None if self.finish == "abort" else usage.completion_tokens
-        completion = settle_count(reported, fewest, request.params.max_tokens, where=self.where)
-        return Completion(
-            text=self.text,
-            finish_reason=self.finish or "abort",
-            stop_reason=self.stop_reason if self.finish == "stop" else None,
-            usage=TokenUsage(
-                prompt_tokens=usage.prompt,
-                completion_tokens=completion,
-                cached_prompt_tokens=usage.cached,
-            ),
-            logprobs=tuple(self.logprobs) if self.logprobs is not None else None,
-            worker_id=worker_id,
-            request_id=request.request_id,
-            timings=Timings(
-                queued_s=self.queued_s,
-                first_token_s=(self.first_token_at - self.started) if self.first_token_at else 0.0,
-                total_s=done - self.started,
-            ),
-        )
-
-
-def _within(choice: Choice, limit: int, where: str) -> Choice:
-    """A choice of a plain reply cut at `limit` tokens, if the server went past it."""
-    logprobs = choice.logprobs
-    if fewest_tokens(choice.text, len(logprobs or ())) <= limit:
-        return choice
-    logger.warning("%s went on past max_tokens=%d; its reply was cut off there", where, limit)
-    return dataclasses.replace(
-        choice,
-        text=text_within(choice.text, limit, logprobs),
-        finish_reason="length",
-        stop_reason=None,
-        logprobs=logprobs[:limit] if logprobs is not None else None,
-    )
-
-
-async def _next_line(lines: AsyncIterator[str]) -> str | None:
-    """The next line of a response, or None at its end."""
-    try:
-        return await lines.__anext__()
-    except StopAsyncIteration:
-        return None
 
 
 def _aborted(

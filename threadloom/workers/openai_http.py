@@ -28,7 +28,7 @@ from threadloom.unicode_text import replace_lone_surrogates_in
 from threadloom.workers.openai_protocol import ErrorBody, request_error, retry_after_s
 
 if TYPE_CHECKING:
-    from threadloom.workers.openai import OpenAIWorkerConfig
+    from threadloom.workers.openai_config import OpenAIWorkerConfig
 
 logger = logging.getLogger(__name__)
 

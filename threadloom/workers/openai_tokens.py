@@ -9,15 +9,24 @@ that keeps going past it is cut off, and its reply ends with finish_reason "leng
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
 
 from threadloom.types import TokenLogprob
+from threadloom.workers.openai_replies import Choice
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAX_BYTES_PER_TOKEN", "TokenTally", "fewest_tokens", "settle_count", "text_within"]
+__all__ = [
+    "MAX_BYTES_PER_TOKEN",
+    "TokenTally",
+    "fewest_tokens",
+    "settle_count",
+    "text_within",
+    "within_limit",
+]
 
 MAX_BYTES_PER_TOKEN = 128
 """A generous bound on the UTF-8 bytes one token decodes to (real vocabularies stay far below)."""
@@ -108,3 +117,18 @@ class TokenTally:
         kept_logprobs = logprobs[: max(room, 0)] if logprobs is not None else None
         self.counted += fewest_tokens(kept, len(kept_logprobs or ()))
         return kept, kept_logprobs
+
+
+def within_limit(choice: Choice, limit: int, where: str) -> Choice:
+    """A choice of a plain reply cut at `limit` tokens, if the server went past it."""
+    logprobs = choice.logprobs
+    if fewest_tokens(choice.text, len(logprobs or ())) <= limit:
+        return choice
+    logger.warning("%s went on past max_tokens=%d; its reply was cut off there", where, limit)
+    return dataclasses.replace(
+        choice,
+        text=text_within(choice.text, limit, logprobs),
+        finish_reason="length",
+        stop_reason=None,
+        logprobs=logprobs[:limit] if logprobs is not None else None,
+    )
