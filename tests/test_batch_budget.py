@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from threadloom import FakeWorker, Problem
 from threadloom.evaluation.allocation import BatchBudget, allocate, run_budget_bench
 from threadloom.evaluation.bench import Verifiers, run_bench
@@ -175,3 +177,11 @@ def test_cli_budget_tokens_spends_nothing_on_settled_problems(tmp_path: Path) ->
     assert summary["mean_generations"] == 2
     assert payload["by_difficulty"][0]["difficulty"] == "easy"
     assert len(out.read_text().splitlines()) == 5
+
+
+def test_embedded_worker_default_slots_fit_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from threadloom.workers import llamacpp
+
+    for cores, slots in ((1, 8), (2, 16), (3, 24), (16, 32)):
+        monkeypatch.setattr(llamacpp.os, "sched_getaffinity", lambda _, c=cores: set(range(c)))
+        assert llamacpp.default_slots() == slots
