@@ -2,10 +2,10 @@
 
 The sandbox gets new user, mount, PID, network, IPC, UTS and cgroup namespaces; inside, the
 code runs as uid/gid 65534 with no capabilities and no way to make further user namespaces. Its
-file system is an empty root holding only, read-only, the interpreter, its standard library and
-the system's shared libraries; a private `/proc` (its own processes only) and a minimal `/dev`;
-and one writable place, a size-capped tmpfs at `/tmp`. No home directory, no `/etc`, no host
-sockets, no environment beyond a few fixed variables.
+file system is a read-only root holding only the interpreter, its standard library and the
+system's shared libraries; a private `/proc` (its own processes only); `/dev/null`, `/dev/zero`
+and `/dev/urandom`; and one writable place, a size-capped tmpfs at `/tmp`. No home directory, no
+`/etc`, no host sockets, no environment beyond a few fixed variables.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 WORKDIR = "/tmp"
 """The sandbox's only writable directory (and its working directory), inside the sandbox."""
 _SANDBOX_ID = "65534"
+_DEVICES = tuple(
+    arg for node in ("/dev/null", "/dev/zero", "/dev/urandom") for arg in ("--dev-bind", node, node)
+)
 _MIN_VERSION = (0, 10, 0)
 """--size (a capped tmpfs) needs bubblewrap 0.10."""
 _SYSTEM_LIBRARIES = ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/lib32")
@@ -145,6 +148,9 @@ def bwrap_arguments(
         "--unshare-user",
         "--disable-userns",
         "--die-with-parent",
+        # the harness is the namespace's init: no extra reaper process per run, and no signal
+        # from inside the sandbox can kill it; when it exits, the kernel kills the rest
+        "--as-pid-1",
         "--new-session",
         "--uid", _SANDBOX_ID,
         "--gid", _SANDBOX_ID,
@@ -152,8 +158,8 @@ def bwrap_arguments(
         "--cap-drop", "ALL",
         *_root_file_system(python),
         "--proc", "/proc",
-        "--dev", "/dev",
-        "--remount-ro", "/dev",
+        # three device nodes, not bwrap's --dev (a dozen mounts, and a writable /dev/shm)
+        *_DEVICES,
         "--size", str(disk_bytes),
         "--perms", "1777",
         "--tmpfs", WORKDIR,
