@@ -126,9 +126,10 @@ async def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--slots", type=int, default=0, help="worker batch slots (0: default)")
     parser.add_argument("--time-limit", type=float, default=TIME_LIMIT_S, help="seconds in all")
     args = parser.parse_args()
-    worker = LlamaCppWorker(n_ctx=8192, n_slots=64)
+    worker = LlamaCppWorker(n_slots=args.slots) if args.slots else LlamaCppWorker()
     server, base_url = start_server(worker, args.clients)
     console = Console()
     local: list[Phase] = []
