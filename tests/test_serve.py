@@ -200,9 +200,7 @@ def test_n_over_the_cap_is_refused_before_any_generation(worker: FakeWorker) -> 
             client(url).chat.completions.create(model="self-consistency:n=4096", messages=ASK)
         assert "n=4096" in caught.value.body["message"]
         with pytest.raises(openai.BadRequestError) as caught:
-            client(url).chat.completions.create(
-                model="adaptive-consistency:max_n=64", messages=ASK
-            )
+            client(url).chat.completions.create(model="adaptive-consistency:max_n=64", messages=ASK)
         assert "max_n=64" in caught.value.body["message"]
         with pytest.raises(openai.BadRequestError):
             client(url).chat.completions.create(
@@ -578,3 +576,22 @@ def test_in_front_of_another_openai_server(worker: FakeWorker, base_url: str) ->
     assert reply.model_extra["threadloom"]["answer"] == "42"
     assert reply.usage is not None and reply.usage.completion_tokens == worker.tokens_emitted
     assert worker.requests[0].params.max_tokens == 16
+
+
+def _broken(request: object, index: int) -> str:
+    raise RuntimeError("the backend broke")
+
+
+def test_a_failing_backend_is_an_openai_shaped_server_error() -> None:
+    with serving(FakeWorker(_broken)) as url:
+        with pytest.raises(openai.InternalServerError) as caught:
+            client(url).chat.completions.create(model="best-of-n:n=2", messages=ASK)
+        assert caught.value.body["type"] == "server_error"
+        with pytest.raises(openai.APIError) as streamed:
+            for _ in client(url).chat.completions.create(
+                model="best-of-n:n=2", messages=ASK, stream=True
+            ):
+                pass
+        assert "failed" in streamed.value.message
+        health = httpx.get(url.removesuffix("/v1") + "/health").json()
+        assert health["runs_in_flight"] == 0

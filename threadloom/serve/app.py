@@ -105,6 +105,7 @@ def create_app(config: ServeConfig, worker: Worker, *, owns_worker: bool = False
         exception_handlers={
             ApiError: _api_error,  # type: ignore[dict-item]
             HTTPException: _http_error,  # type: ignore[dict-item]
+            Exception: _unexpected,
         },
         lifespan=lifespan,
     )
@@ -118,6 +119,12 @@ async def _api_error(request: Request, exc: ApiError) -> Response:
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     error = ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
+    return error.response()
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    logger.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+    error = ApiError(500, f"the server failed: {type(exc).__name__}", type="server_error")
     return error.response()
 
 

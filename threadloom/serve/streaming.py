@@ -17,7 +17,7 @@ from typing import Any
 
 from threadloom.errors import ThreadloomError
 from threadloom.orchestrator.streaming import RunEvent, stream
-from threadloom.serve.http_errors import from_threadloom
+from threadloom.serve.http_errors import ApiError, from_threadloom
 from threadloom.serve.planning import RunPlan
 from threadloom.serve.responses import choice_extras, chosen, chunk, finish_reason, run_summary
 from threadloom.types import Result
@@ -116,5 +116,10 @@ async def sse_events(
         outcome = "error"
         logger.warning("streamed run %s failed: %s", response_id, type(exc).__name__)
         yield send(from_threadloom(exc).body())
+    except Exception as exc:  # a bug must still end the stream with an error the client reads
+        outcome = "error"
+        logger.error("streamed run %s failed: %s", response_id, type(exc).__name__)
+        failure = ApiError(500, f"the run failed: {type(exc).__name__}", type="server_error")
+        yield send(failure.body())
     finally:
         on_done(outcome, result)
