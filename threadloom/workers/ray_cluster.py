@@ -60,6 +60,8 @@ def connect(
     if ray.is_initialized():
         return False
     target = address or os.environ.get("RAY_ADDRESS") or None
+    if target == "local":
+        target = None  # a new local cluster, started locked down like the default
     if target:
         _probe(target)
     try:
