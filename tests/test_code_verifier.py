@@ -326,3 +326,14 @@ def test_bench_and_run_pass_the_sandbox_choice_to_the_code_grader() -> None:
     grader = Verifiers(selection=None, sandbox="guards").get("code")
     assert grader.isolation == "guards"  # type: ignore[attr-defined]
     assert Verifiers(selection=None).get("code").isolation == "bwrap"  # type: ignore[attr-defined]
+
+
+async def test_candidate_cannot_shadow_builtins_the_tests_use(verifier: CodeVerifier) -> None:
+    problem = Problem(
+        prompt="Write half(x).",
+        metadata={"tests": ["assert abs(half(10) - 5.0) < 1e-6", "assert len([half(2)]) == 1"]},
+    )
+    code = "def abs(x):\n    return 0\ndef len(x):\n    return 1\ndef half(x):\n    return 0.0\n"
+    score = await verifier.score(problem, Candidate(text=f"```python\n{code}```"))
+    assert score.passed is False
+    assert score.detail.startswith("AssertionError")

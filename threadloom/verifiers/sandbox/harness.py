@@ -370,6 +370,17 @@ def _gone_detail(status: int) -> str:
     return f"exited before the tests finished (exit status {code})"
 
 
+def _shareable(name: object) -> bool:
+    """A candidate's name the tests may see: never one that would shadow a builtin the tests
+    use (an `abs` that always answers 0 would pass `assert abs(x - y) < 1e-6`)."""
+    return (
+        type(name) is str
+        and name.isidentifier()
+        and not name.startswith("__")
+        and not hasattr(builtins, name)
+    )
+
+
 def _judge(job: dict[str, Any], pid: int, judge: _Judge) -> dict[str, Any]:
     try:
         ready = judge.receive()
@@ -384,12 +395,14 @@ def _judge(job: dict[str, Any], pid: int, judge: _Judge) -> dict[str, Any]:
     scope: dict[str, Any] = {"__name__": "__tests__", "__builtins__": builtins}
     try:
         for name, module in dict(names.get("modules", {})).items():
-            if module in _SHAREABLE_MODULES:
-                scope[str(name)] = importlib.import_module(module)
+            if _shareable(name) and name == module and module in _SHAREABLE_MODULES:
+                scope[name] = importlib.import_module(module)
         for name, value in dict(names.get("values", {})).items():
-            scope[str(name)] = decode(value)
+            if _shareable(name):
+                scope[name] = decode(value)
         for name in list(names.get("callables", [])):
-            scope[str(name)] = judge.stand_in(str(name))
+            if _shareable(name):
+                scope[name] = judge.stand_in(name)
         exec(_compile_source(job["tests"], _TESTS_FILE), scope)
     except CandidateGone:
         pass
