@@ -12,6 +12,7 @@ For 2 and 3 it prints the mean batch occupancy (requests on the worker, time-ave
 bench), the aggregate tok/s, and both as a share of the raw limit.
 
     python benchmarks/batch_occupancy.py [--problems 16] [--n 8] [--max-tokens 256]
+        [--raw-tokens 64]
 """
 
 from __future__ import annotations
@@ -76,15 +77,17 @@ async def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--raw-tokens", type=int, default=64,
+                        help="Tokens per sequence of the raw decode runs.")
     args = parser.parse_args()
 
     worker = LlamaCppWorker()
     slots = worker.capabilities.max_batch
     await raw_decode(worker, 2, 16)  # warm-up: page in the weights
-    raw_before = await raw_decode(worker, slots, args.max_tokens)
+    raw_before = await raw_decode(worker, slots, args.raw_tokens)
     shared = await bench(worker, args, shared=True, seed=args.seed)
     grouped = await bench(worker, args, shared=False, seed=args.seed)
-    raw_after = await raw_decode(worker, slots, args.max_tokens)
+    raw_after = await raw_decode(worker, slots, args.raw_tokens)
     await worker.close()
     raw = (raw_before + raw_after) / 2
 
