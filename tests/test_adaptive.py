@@ -212,3 +212,27 @@ async def test_online_filter_cuts_an_unsure_sample_on_the_worker() -> None:
     assert len(cut) == 1
     # the sure online sample was continued segment by segment to its end
     assert len([r for r in worker.requests if sample_index(r) == 4]) == 3
+
+
+class NoLogprobWorker(FakeWorker):
+    """A worker whose completions carry no log-probabilities (some servers send none)."""
+
+    async def stream(self, request: GenerationRequest):  # type: ignore[no-untyped-def,override]
+        async for delta in super().stream(request):
+            if delta.completion is not None:
+                delta = delta.model_copy(
+                    update={"completion": delta.completion.model_copy(update={"logprobs": None})}
+                )
+            yield delta
+
+
+async def test_confidence_vote_without_logprobs_counts_votes_and_samples_all() -> None:
+    replies = [SURE, UNSURE, SURE, UNSURE, UNSURE, UNSURE]
+    worker = NoLogprobWorker(replies)
+    result = await arun(
+        QUESTION, "confidence-vote:n=6,online=true,warmup=2", worker=worker
+    )
+    assert len(worker.requests) == 6
+    assert result.answer == "41"
+    [tally] = [n for n in result.trace.nodes if n.kind == "vote"]
+    assert tally.data["weighted"] is False

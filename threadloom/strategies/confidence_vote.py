@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -23,6 +25,8 @@ from threadloom.verifiers.confidence import (
 
 if TYPE_CHECKING:
     from threadloom.orchestrator.context import RunContext
+
+logger = logging.getLogger(__name__)
 
 
 class ConfidenceVote(Strategy):
@@ -80,25 +84,36 @@ class ConfidenceVote(Strategy):
         cut = 0
         threshold: float | None = None
         known = [c.metadata["confidence"] for c in samples if c.metadata["confidence"] is not None]
-        if self.online and known and self.n > first:
-            threshold = threshold_from_warmup(known, self.keep)
-            online = Segmented(ctx, self, request, prefix, threshold)
-            later = await gather_or_cancel(*(online.sample(i) for i in range(first, self.n)))
+        if self.online and self.n > first:
+            if known:
+                threshold = threshold_from_warmup(known, self.keep)
+                online = Segmented(ctx, self, request, prefix, threshold)
+                later = await gather_or_cancel(*(online.sample(i) for i in range(first, self.n)))
+                cut = sum(c is None for c in later)
+            else:
+                logger.warning("no log-probabilities in the warm-up samples: no online filter")
+                later = await gather_or_cancel(*(whole(i) for i in range(first, self.n)))
             samples += [c for c in later if c is not None]
-            cut = sum(c is None for c in later)
-        voters = samples
-        if self.select == "filtered" and not self.online:
-            voters = keep_most_confident(samples, self.keep)
+        if any(c.metadata["confidence"] is not None for c in samples):
+            weight: Callable[[Candidate], float] | None = confidence_weight
+            voters = samples
+            if self.select == "filtered" and not self.online:
+                voters = keep_most_confident(samples, self.keep)
+        else:
+            # a worker that returns no log-probabilities: every sample votes once
+            logger.warning("no sample has log-probabilities; confidence-vote counts votes")
+            weight, voters = None, samples
         for candidate in samples:
             candidate.metadata["voted"] = any(candidate is v for v in voters)
         ranked = rank_by_vote(
             ctx,
             voters,
-            weight=confidence_weight,
+            weight=weight,
             measure=measure,
             threshold=threshold,
             cut_samples=cut,
             voters=len(voters),
+            weighted=weight is not None,
         )
         return ranked + [c for c in samples if all(c is not v for v in voters)]
 
