@@ -3,7 +3,8 @@
 C concurrent clients each ask for self-consistency (n samples) on the bundled model, once
 through the Python API (`arun` on a shared LlamaCppWorker) and once through the
 OpenAI-compatible server (the `openai` SDK's async client, over loopback, against a server on
-the same worker). Rounds alternate the two so drift on a shared machine hits both alike.
+the same worker). Each round runs both, in an order that flips every round, so drift in the
+load of a shared machine hits both alike.
 Printed side by side: aggregate completion tokens/s and their ratio (server / in-process), p50
 and p99 latency, and the server's own overhead per request (what the client waited beyond the
 run's own wall time).
@@ -139,8 +140,16 @@ async def main() -> None:
             await in_process(worker, 2, 2, 8)  # warm up both paths
             await through_server(base_url, 2, 2, 8)
             for round_index in range(args.rounds):
+                # the order flips every round, so a trend in the machine's load hits both alike
+                if round_index % 2:
+                    served.append(
+                        await through_server(base_url, args.clients, args.n, args.max_tokens)
+                    )
                 local.append(await in_process(worker, args.clients, args.n, args.max_tokens))
-                served.append(await through_server(base_url, args.clients, args.n, args.max_tokens))
+                if not round_index % 2:
+                    served.append(
+                        await through_server(base_url, args.clients, args.n, args.max_tokens)
+                    )
                 console.print(
                     f"round {round_index + 1}: in-process {local[-1].tokens_per_s:.0f} tok/s, "
                     f"server {served[-1].tokens_per_s:.0f} tok/s"
@@ -150,8 +159,9 @@ async def main() -> None:
     finally:
         server.should_exit = True
         await worker.close()
-    if served:
-        report(console, args, local[: len(served)], served)
+    rounds = min(len(local), len(served))
+    if rounds:
+        report(console, args, local[:rounds], served[:rounds])
 
 
 def report(
