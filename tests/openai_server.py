@@ -35,8 +35,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def llama_server(*, n_ctx: int = 1024, ready_timeout_s: float = 180.0) -> Iterator[str]:
+def llama_server(
+    *, n_ctx: int = 1024, ready_timeout_s: float = 180.0, server_defaults: bool = False
+) -> Iterator[str]:
     """Run llama_cpp.server on the bundled model; yield its base URL (…/v1).
+
+    `server_defaults` starts it as users usually do, with its own defaults (it then cuts a
+    running stream short whenever another request arrives).
 
     THREADLOOM_LLAMA_SERVER_ARGS adds arguments to the server's command line (e.g.
     "--n_batch 1" for a llama.cpp build that crashes when it evaluates a prompt in batches).
@@ -59,8 +64,7 @@ def llama_server(*, n_ctx: int = 1024, ready_timeout_s: float = 180.0) -> Iterat
         "--n_threads",
         "2",
         # serve concurrent streams one after another instead of cutting the running one short
-        "--interrupt_requests",
-        "False",
+        *(() if server_defaults else ("--interrupt_requests", "False")),
         *shlex.split(os.environ.get("THREADLOOM_LLAMA_SERVER_ARGS", "")),
     ]
     with tempfile.TemporaryFile() as log:

@@ -481,11 +481,17 @@ async def test_stream_from_a_server_that_answers_with_one_reply() -> None:
     assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (5, 2)
 
 
-async def test_stream_cut_short_is_an_error() -> None:
-    with ScriptedServer([Reply(200, events=[chunk("a"), "[DONE]"])]) as server:
+async def test_stream_cut_short_is_asked_again_as_a_plain_request() -> None:
+    replies = [Reply(200, events=[chunk("a"), "[DONE]"]), Reply(200, chat_reply("whole"))]
+    with ScriptedServer(replies) as server:
         worker = OpenAIWorker(base_url=server.base_url, model="m")
-        with pytest.raises(WorkerUnavailable, match="interrupt_requests"):
-            await collect_stream(worker.stream(chat("hi")))
+        final = await collect_stream(worker.stream(chat("hi")))
+        assert final.text == "whole" and final.finish_reason == "stop"
+        assert [p.body.get("stream", False) for p in server.posts] == [True, False]
+        # the server cuts streams: later generations are plain requests from the start
+        await collect_stream(worker.stream(chat("again")))
+        assert server.posts[-1].body.get("stream", False) is False
+        assert len(server.posts) == 3
 
 
 async def test_error_event_in_a_stream_is_typed() -> None:

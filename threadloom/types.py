@@ -66,8 +66,59 @@ class Problem(_Frozen):
         return self.model_copy(update={"reference": None})
 
 
+class StructuredOutputs(_Frozen):
+    """A constraint on what the model may write; set exactly one field (names follow vLLM's).
+
+    Workers enforce it while decoding: llama.cpp through a grammar, vLLM through its
+    `structured_outputs`, OpenAI-compatible servers through `response_format` (and the
+    server-specific fields for regex, choice and grammar).
+    """
+
+    json_schema: dict[str, Any] | None = None
+    """A JSON schema the reply must satisfy (vLLM's `json`)."""
+    json_object: bool = False
+    """Any JSON object."""
+    regex: str | None = None
+    """A regular expression the whole reply must match."""
+    choice: tuple[str, ...] | None = None
+    """The reply is exactly one of these strings."""
+    grammar: str | None = None
+    """A GBNF grammar (llama.cpp's format) whose `root` rule the reply must match."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StructuredOutputs:
+        given = [
+            name
+            for name in ("json_schema", "regex", "choice", "grammar")
+            if getattr(self, name) is not None
+        ] + (["json_object"] if self.json_object else [])
+        if len(given) != 1:
+            raise ValueError(
+                "structured_outputs needs exactly one of json_schema, json_object, regex, "
+                f"choice or grammar; got {', '.join(given) or 'none'}"
+            )
+        if self.choice is not None and (not self.choice or any(not c for c in self.choice)):
+            raise ValueError("choice needs at least one non-empty string")
+        for name in ("regex", "grammar"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                raise ValueError(f"{name} is empty")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The field that is set: json_schema, json_object, regex, choice or grammar."""
+        if self.json_object:
+            return "json_object"
+        fields = ("json_schema", "regex", "choice", "grammar")
+        return next(n for n in fields if getattr(self, n) is not None)
+
+
 class SamplingParams(_Frozen):
-    """How to sample one completion; names follow vLLM's."""
+    """How to sample one completion; names follow vLLM's.
+
+    A field a worker cannot honour raises `ConfigError` naming the worker and the field when
+    the request reaches it; nothing is dropped silently.
+    """
 
     temperature: float = Field(0.7, ge=0.0, le=5.0)
     """0 means greedy decoding."""
@@ -81,6 +132,45 @@ class SamplingParams(_Frozen):
     """Seed for this request's sampler; None draws fresh entropy."""
     logprobs: int | None = Field(None, ge=0, le=20)
     """Return the sampled token's log-probability plus this many alternatives per token."""
+    top_k: int = Field(0, ge=-1)
+    """Sample among the k most likely tokens only (0 or -1: all)."""
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    """Drop tokens less likely than this fraction of the most likely one (0: off)."""
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
+    """Divide positive (multiply negative) logits of tokens already in the prompt or reply."""
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    """Subtract from the logit of every token the reply already holds."""
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    """Subtract this times the count of each token in the reply so far."""
+    min_tokens: int = Field(0, ge=0)
+    """End-of-sequence and `stop_token_ids` are not sampled before this many tokens."""
+    ignore_eos: bool = False
+    """Never end at the end-of-sequence token; decode up to `max_tokens`."""
+    stop_token_ids: tuple[int, ...] = ()
+    """Token ids that end the completion (not included in the text)."""
+    logit_bias: dict[int, float] = Field(default_factory=dict)
+    """Added to the logits of these token ids before sampling (-100 bans, 100 forces)."""
+    structured_outputs: StructuredOutputs | None = None
+    """Constrain the reply to a JSON schema, regex, choice list or grammar."""
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_range(cls, value: dict[int, float]) -> dict[int, float]:
+        for token, bias in value.items():
+            if token < 0 or not -100.0 <= bias <= 100.0:
+                raise ValueError(
+                    f"logit_bias {{{token}: {bias}}}: token ids are >= 0 and biases in "
+                    "[-100, 100]"
+                )
+        return value
+
+    def non_defaults(self) -> list[str]:
+        """Names of the fields set away from their defaults (what a worker must honour)."""
+        return [
+            name
+            for name, info in type(self).model_fields.items()
+            if getattr(self, name) != info.get_default(call_default_factory=True)
+        ]
 
     @field_validator("stop", mode="before")
     @classmethod

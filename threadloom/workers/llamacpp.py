@@ -46,6 +46,8 @@ except ImportError as exc:  # pragma: no cover - llama-cpp-python is a core depe
     ) from exc
 
 from threadloom.workers.llamacpp_engine import BatchedEngine, EngineOutput, EngineRequest
+from threadloom.workers.llamacpp_grammar import gbnf_for
+from threadloom.workers.sampling import TokenConstraint
 
 _DONE = object()
 SLOTS_PER_CORE = 8
@@ -274,6 +276,7 @@ class LlamaCppWorker:
         if self._closed:
             raise WorkerDead(f"worker {self.worker_id} is closed; create a new one")
         tokens = self._encode(request)
+        constraint = self._constraint(request)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -296,6 +299,7 @@ class LlamaCppWorker:
             params=request.params,
             on_delta=on_delta,
             on_done=deliver,
+            constraint=constraint,
         )
         self._engine.submit(engine_request)
         finished = False
@@ -314,6 +318,19 @@ class LlamaCppWorker:
             if not finished:
                 # the consumer stopped listening or was cancelled: stop decoding at once
                 self._engine.abort(request.request_id)
+
+    def _constraint(self, request: GenerationRequest) -> TokenConstraint | None:
+        """The grammar that enforces the request's structured output, if it asks for one."""
+        structured = request.params.structured_outputs
+        if structured is None:
+            return None
+        if request.prefix:
+            raise ConfigError(
+                f"worker {self.worker_id} cannot apply structured_outputs to a request that "
+                "continues an assistant prefix (the grammar starts at the reply's first "
+                "token); drop the prefix or the constraint"
+            )
+        return self._engine.grammar(gbnf_for(structured))
 
     def _completion(self, request: GenerationRequest, out: EngineOutput) -> Completion:
         logprobs = None

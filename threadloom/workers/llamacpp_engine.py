@@ -35,7 +35,12 @@ import numpy as np
 
 from threadloom.errors import WorkerDead, WorkerError
 from threadloom.types import FinishReason, SamplingParams
-from threadloom.workers.sampling import SampledToken, TokenSampler
+from threadloom.workers.sampling import (
+    SampledToken,
+    SamplingRules,
+    TokenConstraint,
+    TokenSampler,
+)
 from threadloom.workers.speculation import PromptLookup, SpeculationConfig, SpeculationController
 from threadloom.workers.text_stream import StopAwareText
 
@@ -74,6 +79,8 @@ class EngineRequest:
     aborted: bool = False
     decoded: int = 0
     """Completion tokens decoded so far (up to date whenever `on_delta` runs)."""
+    constraint: TokenConstraint | None = None
+    """Which tokens may come next (structured output); closed when the request ends."""
 
 
 @dataclass
@@ -137,6 +144,7 @@ class BatchedEngine:
         self._model = model
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self._eog_tokens: tuple[int, ...] | None = None
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = max_batch_tokens
@@ -293,6 +301,21 @@ class BatchedEngine:
             self._start(slot, request, source, shared, need)
         self._queue.extendleft(reversed(deferred))
 
+    @property
+    def eog_tokens(self) -> tuple[int, ...]:
+        """The tokens that end generation (looked up once)."""
+        if self._eog_tokens is None:
+            self._eog_tokens = tuple(
+                t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)
+            )
+        return self._eog_tokens
+
+    def grammar(self, gbnf: str) -> TokenConstraint:
+        """A fresh grammar constraint on this model's vocabulary (ConfigError if invalid)."""
+        from threadloom.workers.llamacpp_grammar import GrammarConstraint
+
+        return GrammarConstraint(self._vocab, gbnf)
+
     def _retained_cells(self) -> int:
         return sum(len(s.kv_tokens) for s in self._slots if s.live is None)
 
@@ -344,9 +367,20 @@ class BatchedEngine:
                 slot.kv_tokens = []
                 shared = 0
         params = request.params
+        rules = SamplingRules.from_params(
+            params, eog_tokens=self.eog_tokens, prompt=request.prompt_tokens
+        )
+        sampler = TokenSampler(
+            params.temperature,
+            params.top_p,
+            params.seed,
+            params.logprobs,
+            rules=rules,
+            constraint=request.constraint,
+        )
         slot.live = _Sequence(
             request=request,
-            sampler=TokenSampler(params.temperature, params.top_p, params.seed, params.logprobs),
+            sampler=sampler,
             text=StopAwareText(params.stop),
             pending=request.prompt_tokens[shared:],
             cached_tokens=shared,
@@ -495,9 +529,13 @@ class BatchedEngine:
             slot.last_used = now
         for i in range(len(draft) + 1 if reason is None else 0):
             sampled = seq.sampler.sample(rows[i])
-            if llama_cpp.llama_vocab_is_eog(self._vocab, sampled.token):
+            if (
+                llama_cpp.llama_vocab_is_eog(self._vocab, sampled.token)
+                or sampled.token in seq.request.params.stop_token_ids
+            ):
                 reason = "stop"
                 break
+            seq.sampler.accept(sampled.token)
             if seq.first_token_at == 0.0:
                 seq.first_token_at = now
             seq.completion_tokens += 1
@@ -539,6 +577,9 @@ class BatchedEngine:
         slot.live = None
         request = seq.request
         self._by_id.pop(request.request_id, None)
+        close = getattr(request.constraint, "close", None)
+        if close is not None:
+            close()
         tail = seq.text.finish() if reason != "abort" else ""
         if tail:
             request.on_delta(tail)

@@ -12,6 +12,15 @@ An assistant `prefix` is continued in one of two ways:
 - without one, the prefix is sent as a trailing assistant message with
   `continue_final_message: true, add_generation_prompt: false`, which vLLM and SGLang honour
   (llama_cpp.server ignores both fields and would answer in a new turn).
+
+How `stream` talks to the server (`streaming`): server-sent events where the deltas can be
+read as they come, plain requests against a server that cuts streams (llama_cpp.server as it is
+usually started stops a stream whenever another request arrives). An abort closes the HTTP
+request either way. A stream the server cuts short is never a failed generation: it is resumed
+as a plain request that continues the text received (when the request can continue a prefix:
+raw text, a chat template, or a vLLM/SGLang server), or else asked again from the start as a
+plain request; the final Completion is then authoritative (deltas already delivered may differ
+from its text).
 """
 
 from __future__ import annotations
@@ -38,10 +47,11 @@ from threadloom.types import Completion, GenerationRequest, Timings, TokenUsage
 from threadloom.workers.base import StreamDelta, WorkerCapabilities
 from threadloom.workers.cluster_config import describe_errors
 from threadloom.workers.openai_config import OpenAIWorkerConfig
+from threadloom.workers.openai_dialects import Dialect, describe, detect_dialect, dialect_named
 from threadloom.workers.openai_http import Aborted, Connection, Flight, Flights, redact_url
 from threadloom.workers.openai_protocol import Call, ChatTemplate, EventStreamDecoder, build_call
 from threadloom.workers.openai_replies import parse_choices, parse_usage, split_tokens
-from threadloom.workers.openai_stream import StreamState, next_line
+from threadloom.workers.openai_stream import StreamCut, StreamState, next_line
 from threadloom.workers.openai_tokens import fewest_tokens, settle_count, within_limit
 
 logger = logging.getLogger(__name__)
@@ -89,8 +99,13 @@ class OpenAIWorker:
         self._http = Connection(config, self.worker_id)
         self._flights = Flights()
         self._model = config.model
-        self._model_resolved = config.model is not None
+        self._dialect: Dialect | None = (
+            dialect_named(config.dialect) if config.dialect != "auto" else None
+        )
+        self._model_resolved = config.model is not None and self._dialect is not None
+        self._resolving: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._max_context = config.max_context
+        self._cuts_streams = False
         self._closed = False
 
     def __repr__(self) -> str:
@@ -121,7 +136,10 @@ class OpenAIWorker:
         """
         if n < 1:
             raise ConfigError(f"n must be at least 1, got {n}")
-        done = await self._call(request, n=n)
+        await self._ensure_resolved()
+        assert self._dialect is not None
+        # a server that ignores n is asked once per choice straight away
+        done = await self._call(request, n=n if self._dialect.honours_n else 1)
         missing = n - len(done)
         if missing <= 0 or any(c.finish_reason == "abort" for c in done):
             return done[:n]
@@ -140,7 +158,15 @@ class OpenAIWorker:
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         self._check_open()
+        await self._ensure_resolved()
+        if not self._streams():
+            completion = await self.generate(request)
+            if completion.text:
+                yield StreamDelta(text=completion.text, tokens=completion.usage.completion_tokens)
+            yield StreamDelta(text="", completion=completion)
+            return
         run = StreamState(time.perf_counter(), request.params.max_tokens, self._http.where)
+        cut: StreamCut | None = None
         with self._flights.track(request.request_id) as flight:
             slots = self._http.session().slots
             try:
@@ -155,8 +181,21 @@ class OpenAIWorker:
                     async with contextlib.aclosing(events):
                         async for text in events:
                             yield StreamDelta(text=text, tokens=run.last_tokens)
+                except StreamCut as exc:
+                    cut = exc
                 finally:
                     slots.release()
+            if cut is not None:
+                recovered = await self._recover(request, run, cut)
+                extra = (
+                    recovered.text[len(run.text) :]
+                    if recovered.text.startswith(run.text)
+                    else recovered.text
+                )
+                if extra:
+                    yield StreamDelta(text=extra, tokens=None)
+                yield StreamDelta(text="", completion=recovered)
+                return
         yield StreamDelta(text="", completion=run.completion(self.worker_id, request))
 
     async def abort(self, request_id: str) -> bool:
@@ -168,6 +207,65 @@ class OpenAIWorker:
         self._closed = True
         self._flights.abort_all()
         await self._http.close()
+
+    # ----- choosing and recovering streams ---------------------------------------------------
+
+    def _streams(self) -> bool:
+        """Whether `stream` reads server-sent events (see `streaming`)."""
+        mode = self.config.streaming
+        if mode != "auto":
+            return mode == "always"
+        assert self._dialect is not None
+        return not (self._dialect.cuts_streams or self._cuts_streams)
+
+    def _continues(self, request: GenerationRequest) -> bool:
+        """Whether a plain request can continue this request's text where it stopped."""
+        assert self._dialect is not None
+        return (
+            request.text is not None
+            or self.config.chat_template is not None
+            or self._dialect.continues_prefix
+        )
+
+    async def _recover(
+        self, request: GenerationRequest, run: StreamState, cut: StreamCut
+    ) -> Completion:
+        """The completion of a stream the server cut short, asked for as a plain request."""
+        if not self._cuts_streams:
+            logger.warning(
+                "%s: %s; later generations use plain requests (set streaming='never' to skip "
+                "this, or start the server so that it lets streams finish)",
+                self.worker_id, cut,
+            )  # fmt: skip
+        self._cuts_streams = True
+        received = run.text
+        counted = max(run.tally.counted, len(run.logprobs or ()))
+        params = request.params
+        if not received or not self._continues(request) or counted >= params.max_tokens:
+            logger.info("%s: asking again from the start: %s", self.worker_id, request.request_id)
+            return await self.generate(request)
+        rest = request.model_copy(
+            update={
+                "prefix": request.prefix + received,
+                "params": params.model_copy(update={"max_tokens": params.max_tokens - counted}),
+            }
+        )
+        more = await self.generate(rest)
+        logprobs = (
+            tuple(run.logprobs) + more.logprobs
+            if run.logprobs is not None and more.logprobs is not None
+            else None
+        )
+        return more.model_copy(
+            update={
+                "text": received + more.text,
+                "usage": more.usage.model_copy(
+                    update={"completion_tokens": counted + more.usage.completion_tokens}
+                ),
+                "logprobs": logprobs,
+                "request_id": request.request_id,
+            }
+        )
 
     # ----- plain requests -------------------------------------------------------------------
 
@@ -283,12 +381,11 @@ class OpenAIWorker:
         finally:
             await response.aclose()
         if run.finish is None:
-            raise WorkerUnavailable(
+            raise StreamCut(
                 f"the stream from {self._http.where} ended without a finish reason "
-                f"({'after' if run.saw_done else 'and without'} its [DONE] event). "
+                f"({'after' if run.saw_done else 'and without'} its [DONE] event; "
                 "llama_cpp.server cuts a stream short when another request arrives unless it "
-                "runs with --interrupt_requests False, and drops the stream of a prompt longer "
-                "than its context; see the server's log"
+                "runs with --interrupt_requests False)"
             )
 
     async def _read_events(
@@ -321,10 +418,7 @@ class OpenAIWorker:
             except (TimeoutError, httpx.TimeoutException) as exc:
                 raise self._stream_timed_out(whole=deadline >= ends_at) from exc
             except httpx.TransportError as exc:
-                raise WorkerUnavailable(
-                    f"the stream from {self._http.where} broke off ({exc!r}); check the "
-                    "server's log"
-                ) from exc
+                raise StreamCut(f"the stream from {self._http.where} broke off ({exc!r})") from exc
             data = decoder.feed(line) if line is not None else decoder.flush()
             if data == "[DONE]":
                 run.saw_done = True
@@ -364,8 +458,7 @@ class OpenAIWorker:
     # ----- helpers --------------------------------------------------------------------------
 
     async def _build(self, request: GenerationRequest, *, n: int, stream: bool) -> Call:
-        if not self._model_resolved:
-            await self._resolve_model()
+        await self._ensure_resolved()
         return build_call(
             request,
             endpoint=self.config.endpoint,
@@ -373,20 +466,46 @@ class OpenAIWorker:
             template=self.config.chat_template,
             n=n,
             stream=stream,
+            dialect=self._dialect,
+            worker=self.worker_id,
         )
 
+    async def _ensure_resolved(self) -> None:
+        """Read the server's model list once, however many requests wait for it."""
+        if self._model_resolved:
+            return
+        loop = asyncio.get_running_loop()
+        if self._resolving is None or self._resolving[0] is not loop:
+            self._resolving = (loop, asyncio.Lock())
+        async with self._resolving[1]:
+            if not self._model_resolved:
+                await self._resolve_model()
+
     async def _resolve_model(self) -> None:
-        """Ask the server which model it serves (the first one it lists)."""
+        """Ask the server which models it serves and which dialect it speaks."""
         try:
             listing = await self._http.get_json("/models")
         except ThreadloomError as exc:
             if getattr(exc, "status_code", None) != 404:
                 raise
             listing = {}  # no model list: send requests without a model name
+        if self._dialect is None:
+            self._dialect = detect_dialect(listing)
+            logger.info("%s: %s speaks the %s dialect", self.worker_id, self._http.where,
+                        self._dialect.name)  # fmt: skip
         models = listing.get("data")
-        if isinstance(models, list) and models and isinstance(models[0], dict):
-            self._model = str(models[0].get("id") or "") or None
-            length = models[0].get("max_model_len") or 0
+        entries = [m for m in models if isinstance(m, dict)] if isinstance(models, list) else []
+        if self._model is None and len(entries) > 1:
+            raise ConfigError(
+                f"{self._http.where} serves several models ({describe(listing)}); name one "
+                "with model= (on the command line: --worker 'openai:URL#model=NAME')"
+            )
+        chosen = next((m for m in entries if m.get("id") == self._model), None)
+        if self._model is None and entries:
+            chosen = entries[0]
+            self._model = str(chosen.get("id") or "") or None
+        if chosen is not None:
+            length = chosen.get("max_model_len") or 0
             if not self._max_context and (
                 isinstance(length, bool) or not isinstance(length, int) or length < 0
             ):

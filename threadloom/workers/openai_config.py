@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from threadloom.workers.openai_dialects import DialectName
 from threadloom.workers.openai_http import exposes_secrets, redact_url
 from threadloom.workers.openai_protocol import ChatTemplate, Endpoint
 
@@ -26,7 +27,15 @@ class OpenAIWorkerConfig(BaseModel):
     allow_key_over_http: bool = False
     """Send credentials over plain http to another host (anyone on the path can read them)."""
     model: str | None = None
-    """Model name sent with each request; None asks the server (the first model it lists)."""
+    """Model name sent with each request; None takes the one model the server lists (a
+    server that lists several needs it named)."""
+    dialect: DialectName = "auto"
+    """What the server takes beyond the OpenAI API: vllm, sglang, llama.cpp, ollama, openai, or
+    auto (read from its model list; the strict OpenAI API when it does not say)."""
+    streaming: Literal["auto", "always", "never"] = "auto"
+    """How `stream` asks: "always" server-sent events; "never" plain requests (one delta per
+    reply; an abort closes the request); "auto" events, except with servers that cut a stream
+    when another request arrives (llama_cpp.server, or any server once it has cut one)."""
     endpoint: Endpoint = "chat"
     """Where chat messages go: "chat", or "completions" (rendered with `chat_template`)."""
     chat_template: ChatTemplate | None = None

@@ -26,6 +26,7 @@ from threadloom.errors import (
     ThreadloomError,
 )
 from threadloom.types import ChatMessage, GenerationRequest
+from threadloom.workers.openai_dialects import Dialect, dialect_named
 
 Endpoint = Literal["chat", "completions"]
 
@@ -100,6 +101,8 @@ def build_call(
     template: ChatTemplate | None,
     n: int = 1,
     stream: bool = False,
+    dialect: Dialect | None = None,
+    worker: str = "openai",
 ) -> Call:
     """The call that serves `request`.
 
@@ -108,7 +111,11 @@ def build_call(
     template is given: then the template renders the chat and /completions continues the text,
     which every server supports. Without a template a prefix is sent as a trailing assistant
     message with `continue_final_message` (vLLM and SGLang honour it).
+
+    Sampling fields beyond the basics and structured output are written as `dialect` (the
+    strict OpenAI one when None) takes them; one it does not take raises ConfigError.
     """
+    dialect = dialect or dialect_named("openai")
     body: dict[str, Any] = {}
     if request.text is not None:
         path = "/completions"
@@ -140,6 +147,9 @@ def build_call(
         body["stop"] = list(params.stop)
     if params.seed is not None:
         body["seed"] = params.seed
+    body.update(dialect.sampling_fields(params, worker))
+    if params.structured_outputs is not None:
+        body.update(dialect.structured_fields(params.structured_outputs, worker))
     if n > 1:
         body["n"] = n
     if params.logprobs is not None:

@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from threadloom.errors import WorkerUnavailable
 from threadloom.types import (
     Completion,
     FinishReason,
@@ -18,7 +19,11 @@ from threadloom.workers.openai_protocol import Call
 from threadloom.workers.openai_replies import ReplyUsage, parse_choices, parse_usage
 from threadloom.workers.openai_tokens import TokenTally, settle_count
 
-__all__ = ["StreamState", "next_line"]
+__all__ = ["StreamCut", "StreamState", "next_line"]
+
+
+class StreamCut(WorkerUnavailable):
+    """The server ended a stream before its finish reason (recovered by a plain request)."""
 
 
 class StreamState:

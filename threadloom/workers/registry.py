@@ -33,7 +33,9 @@ def make_worker(spec: str | Worker | None = None, **options: Any) -> Worker:
         from threadloom.workers.openai import OpenAIWorker
 
         if argument:
-            options["base_url"] = argument
+            base_url, _, settings = argument.partition("#")
+            options["base_url"] = base_url
+            options.update(_fragment_options(settings, spec or ""))
         return OpenAIWorker(**options)
     if kind == "ray":
         from threadloom.workers.ray_cluster import open_ray_worker
@@ -46,6 +48,24 @@ def make_worker(spec: str | Worker | None = None, **options: Any) -> Worker:
     raise ConfigError(
         f"unknown worker {spec!r}; valid workers: {', '.join(WORKER_KINDS)} "
         "(e.g. 'llamacpp', 'llamacpp:/path/model.gguf', 'vllm:Qwen/Qwen2.5-0.5B-Instruct', "
-        "'openai:http://127.0.0.1:8000/v1', "
+        "'openai:http://127.0.0.1:8000/v1#model=NAME', "
         "'fake:reply one|reply two', 'ray:cluster.yaml')"
     )
+
+
+_OPENAI_FRAGMENT_KEYS = ("model", "dialect", "streaming")
+
+
+def _fragment_options(settings: str, spec: str) -> dict[str, str]:
+    """Options after '#' in 'openai:URL#model=NAME&dialect=vllm' (a URL fragment is never sent)."""
+    options: dict[str, str] = {}
+    for pair in filter(None, settings.split("&")):
+        key, sep, value = pair.partition("=")
+        if not sep or key not in _OPENAI_FRAGMENT_KEYS or not value:
+            raise ConfigError(
+                f"cannot read {pair!r} in worker {spec!r}; after '#' write "
+                f"{'=VALUE&'.join(_OPENAI_FRAGMENT_KEYS)}=VALUE pairs, e.g. "
+                "'openai:http://127.0.0.1:8000/v1#model=Qwen/Qwen2.5-7B-Instruct'"
+            )
+        options[key] = value
+    return options

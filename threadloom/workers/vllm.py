@@ -59,6 +59,7 @@ from threadloom.workers.vllm_outputs import (
     WorkerCounters,
     translate_error,
 )
+from threadloom.workers.vllm_sampling import vllm_sampling_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,8 @@ class _Engine:
 
     engine: Any
     sampling_params: Any
+    structured_outputs: Any
+    """vLLM's StructuredOutputsParams (None in a vLLM without it)."""
     pooling_params: Any
     delta: Any
     seeds_ok: bool
@@ -169,6 +172,7 @@ class _Engine:
 async def _start_engine(config: VLLMConfig, counters: WorkerCounters) -> _Engine:
     """Check the settings against the installed vLLM, then start its engine (engine thread)."""
     vllm = _import_vllm()
+    from vllm import sampling_params as vllm_sampling
     from vllm.config import SpeculativeConfig
     from vllm.platforms import current_platform
     from vllm.sampling_params import RequestOutputKind
@@ -199,6 +203,7 @@ async def _start_engine(config: VLLMConfig, counters: WorkerCounters) -> _Engine
     return _Engine(
         engine=engine,
         sampling_params=vllm.SamplingParams,
+        structured_outputs=getattr(vllm_sampling, "StructuredOutputsParams", None),
         pooling_params=vllm.PoolingParams,
         delta=RequestOutputKind.DELTA,
         seeds_ok=config.seeds_supported(on_cpu=on_cpu),
@@ -309,15 +314,10 @@ class VLLMWorker:
                 )
                 self._warned_seed = True
             seed = None
-        return self._vllm.sampling_params(
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_tokens=params.max_tokens,
-            stop=list(params.stop) or None,
-            seed=seed,
-            logprobs=params.logprobs,
-            output_kind=self._vllm.delta,
+        arguments = vllm_sampling_arguments(
+            params, seed=seed, structured=self._vllm.structured_outputs, worker=self.worker_id
         )
+        return self._vllm.sampling_params(**arguments, output_kind=self._vllm.delta)
 
     # ----- Worker protocol ------------------------------------------------------------------
 
