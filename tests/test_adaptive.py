@@ -121,6 +121,14 @@ async def test_samples_in_flight_are_aborted_when_the_rule_fires() -> None:
     assert result.usage.aborted_generations == 3
 
 
+async def test_a_vote_that_never_settles_early_stops_for_max_n() -> None:
+    worker = FakeWorker(["41", "42", "42", "42", "43", "42", "42", "42"])
+    result = await arun(QUESTION, "adaptive-consistency:max_n=8,wave=4", worker=worker)
+    assert result.answer == "42"
+    assert stop_node(result)["stop_reason"] == "max_n"
+    assert len(worker.requests) == 8
+
+
 async def test_window_rule_stops_when_the_last_answers_agree() -> None:
     worker = FakeWorker(["41", "42", "42", "42", "42"])
     result = await arun(

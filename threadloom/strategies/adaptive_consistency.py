@@ -83,7 +83,7 @@ class AdaptiveConsistency(Strategy):
                         )
                         finished.append(candidate)
                         keys.append(answer_key(candidate.answer, fmt))
-                    if reason == "max_n" and settled(
+                    if reason == "max_n" and len(finished) < self.max_n and settled(
                         keys,
                         rule=self.rule,
                         confidence=self.confidence,
