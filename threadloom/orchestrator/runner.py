@@ -27,6 +27,7 @@ _FORMAT_FOR_VERIFIER: dict[str, AnswerFormat] = {
     "math": "boxed",
     "code": "code",
     "game24": "expression",
+    "json-schema": "json",
 }
 
 

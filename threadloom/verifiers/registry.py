@@ -18,6 +18,7 @@ VERIFIERS: dict[str, str] = {
     "game24": "threadloom.verifiers.game24:Game24Verifier",
     "rules": "threadloom.verifiers.rules:RulesVerifier",
     "self-judge": "threadloom.verifiers.prm:SelfJudgePRM",
+    "json-schema": "threadloom.verifiers.json_schema:JsonSchemaVerifier",
 }
 """name -> 'module:Class'. A new verifier registers here; nothing else changes."""
 
@@ -59,6 +60,9 @@ def _build(spec: str, **options: Any) -> Verifier:
         if name == "regex":
             return cls(argument, **options)  # type: ignore[no-any-return]
         return cls([k for k in argument.split(",")], **options)  # type: ignore[no-any-return]
+    if name == "json-schema" and argument:
+        # 'json-schema:schema.json' or the schema inline: 'json-schema:{"type": "object"}'
+        return cls(argument, **options)  # type: ignore[no-any-return]
     if name == "code" and argument:
         # 'code:guards' opts in to the weaker Python-guard sandbox; 'code:bwrap' is the default
         return cls(isolation=argument.strip().lower(), **options)  # type: ignore[no-any-return]

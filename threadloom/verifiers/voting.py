@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 from threadloom.types import AnswerFormat, Candidate
 from threadloom.verifiers.extract import parse_number
@@ -18,11 +20,16 @@ _DECIMAL_KEY_BITS = 332
 def answer_key(answer: str | None, answer_format: AnswerFormat = "text") -> str | None:
     """A canonical form of an answer, so that equal answers vote together.
 
-    Numbers compare by value ('42', '42.0', '$42' agree); other answers by their text with
-    case, spacing, surrounding '$' and trailing periods ignored.
+    Numbers compare by value ('42', '42.0', '$42' agree); JSON answers (answer_format "json")
+    by their value, whatever the key order and spacing; other answers by their text with case,
+    spacing, surrounding '$' and trailing periods ignored.
     """
     if answer is None:
         return None
+    if answer_format == "json":
+        value = json_value(answer)
+        if value is not None:
+            return "json:" + json_key(value)
     text = answer.strip().strip("$").strip().rstrip(".").strip()
     if not text:
         return None
@@ -40,6 +47,76 @@ def number_key(number: Fraction) -> str:
     if max(number.numerator.bit_length(), number.denominator.bit_length()) <= _DECIMAL_KEY_BITS:
         return f"#{number}"
     return f"#{number.numerator:#x}/{number.denominator:#x}"
+
+
+_MAX_JSON_CHARS = 100_000
+
+
+def json_value(answer: str) -> Any | None:
+    """The JSON value an answer holds, or None when it holds none (or too much to read)."""
+    if len(answer) > _MAX_JSON_CHARS:
+        return None
+    try:
+        return json.loads(answer)
+    except (ValueError, RecursionError):
+        return None
+
+
+def json_key(value: Any) -> str:
+    """A canonical text of a JSON value: keys sorted, no spacing, 2.0 written as 2."""
+
+    def plain(item: Any) -> Any:
+        if isinstance(item, float) and item.is_integer():
+            return int(item)
+        if isinstance(item, dict):
+            return {str(k): plain(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [plain(v) for v in item]
+        return item
+
+    return json.dumps(plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass
+class FieldVote:
+    """The outcome of voting field by field over JSON object answers."""
+
+    answer: dict[str, Any]
+    """Each field's most voted value (fields that fewer than half the objects hold are left
+    out)."""
+    votes: dict[str, dict[str, int]]
+    """For each field, the votes each value (as canonical JSON text) received."""
+    voters: int
+    """Candidates whose answer was a JSON object."""
+
+
+def vote_fields(candidates: Sequence[Candidate]) -> FieldVote:
+    """Majority vote on every top-level field of the candidates' JSON object answers.
+
+    Two answers that agree on `name` but not on `age` still pool their votes for `name`, so
+    the combined answer can be right where no single candidate is. Ties go to the value seen
+    first. Answers that are not JSON objects do not vote.
+    """
+    votes: dict[str, dict[str, int]] = {}
+    values: dict[str, dict[str, Any]] = {}
+    voters = 0
+    for candidate in candidates:
+        value = json_value(candidate.answer) if candidate.answer is not None else None
+        if not isinstance(value, dict):
+            continue
+        voters += 1
+        for field_name, field_value in value.items():
+            key = json_key(field_value)
+            counts = votes.setdefault(str(field_name), {})
+            counts[key] = counts.get(key, 0) + 1
+            values.setdefault(str(field_name), {}).setdefault(key, field_value)
+    answer: dict[str, Any] = {}
+    for field_name, counts in votes.items():
+        if 2 * sum(counts.values()) < voters:
+            continue
+        best = max(counts, key=lambda k: counts[k])  # first of the most voted
+        answer[field_name] = values[field_name][best]
+    return FieldVote(answer=answer, votes=votes, voters=voters)
 
 
 @dataclass
