@@ -28,6 +28,7 @@ STRATEGIES: dict[str, str] = {
     "vote": "threadloom.strategies.reducers:Vote",
     "select": "threadloom.strategies.reducers:Select",
     "concat": "threadloom.strategies.reducers:Concat",
+    "tournament": "threadloom.strategies.tournament:Tournament",
 }
 """kind -> 'module:Class'. A new strategy registers here; nothing else changes."""
 

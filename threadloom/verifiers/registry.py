@@ -19,6 +19,7 @@ VERIFIERS: dict[str, str] = {
     "rules": "threadloom.verifiers.rules:RulesVerifier",
     "self-judge": "threadloom.verifiers.prm:SelfJudgePRM",
     "json-schema": "threadloom.verifiers.json_schema:JsonSchemaVerifier",
+    "llm-judge": "threadloom.verifiers.llm_judge:LLMJudge",
 }
 """name -> 'module:Class'. A new verifier registers here; nothing else changes."""
 
@@ -60,6 +61,9 @@ def _build(spec: str, **options: Any) -> Verifier:
         if name == "regex":
             return cls(argument, **options)  # type: ignore[no-any-return]
         return cls([k for k in argument.split(",")], **options)  # type: ignore[no-any-return]
+    if name == "llm-judge" and argument:
+        # 'llm-judge:openai:http://host/v1#model=judge': judge with that worker
+        return cls(worker=argument, **options)  # type: ignore[no-any-return]
     if name == "json-schema" and argument:
         # 'json-schema:schema.json' or the schema inline: 'json-schema:{"type": "object"}'
         return cls(argument, **options)  # type: ignore[no-any-return]
