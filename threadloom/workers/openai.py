@@ -13,10 +13,11 @@ An assistant `prefix` is continued in one of two ways:
   `continue_final_message: true, add_generation_prompt: false`, which vLLM and SGLang honour
   (llama_cpp.server ignores both fields and would answer in a new turn).
 
-How `stream` talks to the server (`streaming`): server-sent events where the deltas can be
-read as they come, plain requests against a server that cuts streams (llama_cpp.server as it is
-usually started stops a stream whenever another request arrives). An abort closes the HTTP
-request either way. A stream the server cuts short is never a failed generation: it is resumed
+How `stream` talks to the server (`streaming`): server-sent events until the server cuts one
+short (llama_cpp.server as usually started stops a stream whenever another request arrives),
+plain requests from then on, each reply yielded as one delta. An abort closes the HTTP request
+either way (a server that honours it stops decoding; llama_cpp.server does so for streams
+only). A stream the server cuts short is never a failed generation: it is resumed
 as a plain request that continues the text received (when the request can continue a prefix:
 raw text, a chat template, or a vLLM/SGLang server), or else asked again from the start as a
 plain request; the final Completion is then authoritative (deltas already delivered may differ
@@ -215,8 +216,7 @@ class OpenAIWorker:
         mode = self.config.streaming
         if mode != "auto":
             return mode == "always"
-        assert self._dialect is not None
-        return not (self._dialect.cuts_streams or self._cuts_streams)
+        return not self._cuts_streams
 
     def _continues(self, request: GenerationRequest) -> bool:
         """Whether a plain request can continue this request's text where it stopped."""

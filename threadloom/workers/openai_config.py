@@ -34,8 +34,8 @@ class OpenAIWorkerConfig(BaseModel):
     auto (read from its model list; the strict OpenAI API when it does not say)."""
     streaming: Literal["auto", "always", "never"] = "auto"
     """How `stream` asks: "always" server-sent events; "never" plain requests (one delta per
-    reply; an abort closes the request); "auto" events, except with servers that cut a stream
-    when another request arrives (llama_cpp.server, or any server once it has cut one)."""
+    reply; an abort closes the request); "auto" events until the server cuts one short (as
+    llama_cpp.server does when another request arrives), plain requests from then on."""
     endpoint: Endpoint = "chat"
     """Where chat messages go: "chat", or "completions" (rendered with `chat_template`)."""
     chat_template: ChatTemplate | None = None

@@ -47,8 +47,6 @@ class Dialect:
     """Fields sent even at their default (the server's own default differs)."""
     honours_n: bool = True
     """Several choices come from one request (one shared prefill)."""
-    cuts_streams: bool = False
-    """The server (as usually started) cuts a stream short when another request arrives."""
     continues_prefix: bool = False
     """A trailing assistant message with continue_final_message is continued, not answered."""
 
@@ -146,7 +144,6 @@ _DIALECTS = {
         # llama_cpp.server's own defaults are top_k=40, min_p=0.05, repeat_penalty=1.1
         always_sent=frozenset({"top_k", "min_p", "repetition_penalty"}),
         honours_n=False,
-        cuts_streams=True,
     ),
     "ollama": Dialect(
         "ollama",
