@@ -272,3 +272,43 @@ async def test_self_consistency_through_llama_cpp_server_with_its_defaults(
         assert len(result.candidates) == 8
     for reply in replies:
         assert isinstance(json.loads(reply.text)["n"], int)
+
+
+# ----- from the command line ----------------------------------------------------------------
+
+
+def test_the_cli_names_the_model_and_sends_sampling_fields_and_structured_output() -> None:
+    from typer.testing import CliRunner
+
+    from threadloom import cli
+
+    listing = _listing("small", "large")
+    with ScriptedServer([Reply(200, chat_reply("yes"))], models=listing) as server:
+        outcome = CliRunner().invoke(
+            cli.app,
+            [
+                "run", "Is water wet?", "-s", "single",
+                "--worker", f"openai:{server.base_url}#model=large",
+                "--param", "min_p=0.1", "--param", "stop_token_ids=[2]",
+                "--param", 'structured_outputs={"choice": ["yes", "no"]}',
+            ],
+        )  # fmt: skip
+        bodies = [p.body for p in server.posts]
+    assert outcome.exit_code == 0, outcome.output
+    assert len(bodies) == 1
+    body = bodies[0]
+    assert (body["model"], body["min_p"], body["stop_token_ids"]) == ("large", 0.1, [2])
+    assert body["structured_outputs"] == {"choice": ["yes", "no"]}
+
+
+def test_the_cli_refuses_an_unknown_param_before_any_request() -> None:
+    from typer.testing import CliRunner
+
+    from threadloom import cli
+
+    with ScriptedServer([Reply(200, chat_reply("yes"))], models=_listing("m")) as server:
+        outcome = CliRunner().invoke(
+            cli.app, ["run", "hi", "--worker", f"openai:{server.base_url}", "--param", "topk=3"]
+        )
+        assert server.seen == []
+    assert outcome.exit_code == 2 and "not a sampling field" in " ".join(outcome.output.split())

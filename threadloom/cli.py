@@ -125,6 +125,14 @@ def run_command(
     top_p: Annotated[float, typer.Option(min=0.01, max=1.0)] = 0.95,
     max_tokens: Annotated[int, typer.Option(min=1, help="Token limit per generation.")] = 256,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            help="Any other sampling field, repeatable: top_k=20, min_p=0.05, "
+            "'structured_outputs={\"choice\": [\"yes\", \"no\"]}'.",
+        ),
+    ] = None,
     max_generations: Annotated[int | None, typer.Option(min=1, help="Budget: generations.")] = None,
     max_completion_tokens: Annotated[
         int | None, typer.Option(min=1, help="Budget: completion tokens in all.")
@@ -163,8 +171,14 @@ def run_command(
             raise _fail("--sandbox applies to --verifier code only")
         verifier = f"code:{sandbox}"
     try:
+        from threadloom.sampling_flags import parse_param_flags
+
         params = SamplingParams(
-            temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=None
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            seed=None,
+            **parse_param_flags(param or []),
         )
         budget = Budget(
             max_generations=max_generations,
@@ -173,6 +187,8 @@ def run_command(
         )
     except ValidationError as exc:
         raise _fail(str(exc)) from None
+    except ThreadloomError as exc:
+        raise _fail_on(exc) from None
     plan: Any = strategy
     if graph is not None:
         from threadloom.orchestrator.plan import load_plan
