@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -63,7 +64,7 @@ async def test_json_schema_verifier_survives_hostile_answers() -> None:
         assert score.passed is False
 
 
-async def test_json_schema_from_the_registry_and_from_the_problem(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_json_schema_from_the_registry_and_from_the_problem(tmp_path: Path) -> None:
     path = tmp_path / "schema.json"
     path.write_text(json.dumps(SCHEMA))
     from_file = make_verifier(f"json-schema:{path}")
