@@ -90,6 +90,16 @@ async def test_budget_smaller_than_the_probes_stops_early() -> None:
     assert worker.tokens_emitted <= 12
 
 
+async def test_long_samples_never_take_the_batch_past_its_budget() -> None:
+    worker = FakeWorker(lambda request, index: "word " * (5 + 7 * (index % 4)) + f"{index}")
+    config = BatchBudget(budget_tokens=150, probe=2)
+    states = await allocate(problems(), worker, config, params=SamplingParams(max_tokens=40))
+    spent = sum(s.ctx.usage.completion_tokens for s in states)
+    assert worker.tokens_emitted == spent <= 150
+    # the last samples were cut to what the budget still held, so it is spent nearly whole
+    assert spent > 150 - 40
+
+
 async def test_budget_bench_records_samples_and_difficulty(tmp_path: Path) -> None:
     log = ResultLog(tmp_path / "r.jsonl")
     config = BatchBudget(budget_tokens=96, probe=2)

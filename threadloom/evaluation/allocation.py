@@ -99,6 +99,8 @@ class Allocator:
     max_tokens: int
     finished_samples: int = 0
     finished_tokens: int = 0
+    reserved: int = 0
+    """Token caps of the samples in flight: the budget never pays for more than it holds."""
 
     def spent(self) -> int:
         return sum(s.ctx.usage.completion_tokens for s in self.states)
@@ -109,10 +111,15 @@ class Allocator:
             return float(self.max_tokens)
         return self.finished_tokens / self.finished_samples
 
+    def cap(self) -> int:
+        """The token cap of the next sample: what the budget holds beyond the samples in
+        flight (each reserved at its cap), at most `max_tokens`."""
+        left = self.config.budget_tokens - self.spent() - self.reserved
+        return max(0, min(self.max_tokens, left))
+
     def affordable(self) -> bool:
-        in_flight = sum(s.in_flight for s in self.states)
-        committed = self.spent() + in_flight * self.estimate()
-        return committed + self.estimate() <= self.config.budget_tokens
+        """Whether the next sample's cap leaves room for a typical sample."""
+        return self.cap() >= min(self.max_tokens, max(1, math.ceil(self.estimate())))
 
     def pick(self) -> ProblemState | None:
         """The problem the next sample goes to, or None when nothing should start now."""
@@ -166,9 +173,11 @@ async def allocate(
     ]
     allocator = Allocator(config, states, sampling.max_tokens)
 
-    async def draw(state: ProblemState) -> None:
+    async def draw(state: ProblemState, cap: int) -> None:
         try:
-            samples = await state.ctx.sample(1, label=f"sample {state.taken}", logprobs=0)
+            samples = await state.ctx.sample(
+                1, label=f"sample {state.taken}", logprobs=0, max_tokens=cap
+            )
         except BudgetExhausted:
             samples = []
         except (WorkerError, OSError) as exc:
@@ -176,6 +185,7 @@ async def allocate(
             samples = []
         finally:
             state.in_flight -= 1
+            allocator.reserved -= cap
         allocator.finished_samples += 1
         allocator.finished_tokens += sum(sample.completion_tokens for sample in samples)
         for sample in samples:
@@ -186,8 +196,10 @@ async def allocate(
     try:
         while True:
             while len(running) < width and (state := allocator.pick()) is not None:
+                cap = allocator.cap()
                 state.in_flight += 1  # counted at once, so the next pick sees it
-                running.add(asyncio.create_task(draw(state)))
+                allocator.reserved += cap
+                running.add(asyncio.create_task(draw(state, cap)))
             if not running:
                 break
             done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
