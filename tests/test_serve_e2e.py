@@ -73,7 +73,7 @@ async def test_plain_stream_sends_tokens_as_decoded(base_url: str) -> None:
     assert len(pieces) > 1  # streamed, not delivered at the end in one piece
 
 
-def test_a_client_leaving_mid_stream_frees_the_model_within_a_second(
+def test_a_client_leaving_mid_stream_frees_the_model_at_the_next_step(
     base_url: str, llama_worker: Any
 ) -> None:
     body = {
@@ -88,8 +88,12 @@ def test_a_client_leaving_mid_stream_frees_the_model_within_a_second(
             deltas += '"delta"' in line and '"text"' in line
             if deltas >= 8:
                 break
-        assert llama_worker.stats()["live_sequences"] > 0
-    assert wait_until(lambda: llama_worker.stats()["live_sequences"] == 0, 1.0)
+        assert llama_worker.stats()["live_sequences"] == 4
+    left = llama_worker.stats()
+    # The server aborts the run's generations at once; the engine drops them at its next step
+    # boundary: within a second on an idle machine, within two steps however loaded it is.
+    assert wait_until(lambda: llama_worker.stats()["live_sequences"] == 0, 60.0)
+    assert llama_worker.stats()["steps"] - left["steps"] <= 2
 
 
 def test_the_serve_command_answers_the_openai_sdk() -> None:

@@ -81,6 +81,7 @@ async def stream(
             queue.put_nowait(event)
 
     task = asyncio.create_task(arun(problem, strategy, on_event=sink, **kwargs))
+    getter: asyncio.Future[RunEvent] | None = None
     try:
         while True:
             getter = asyncio.ensure_future(queue.get())
@@ -97,6 +98,8 @@ async def stream(
             )
             return
     finally:
+        if getter is not None:
+            getter.cancel()  # a consumer that went away leaves no pending queue read behind
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
