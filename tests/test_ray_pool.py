@@ -504,7 +504,7 @@ async def test_streaming_and_abort_cross_the_actor_boundary(cluster: dict[str, s
             final = delta.completion
         assert final is not None and "".join(texts) == final.text
         assert final.usage.completion_tokens == 20 and len(texts) > 2
-        assert stamps[-1] - stamps[0] > 0.1  # deltas arrive as they are decoded
+        assert stamps[-1] - stamps[0] > 0.05  # deltas arrive as they are decoded (0.2 s)
         request = chat(max_tokens=300)
         task = asyncio.create_task(pool.generate(request))
         await asyncio.sleep(0.5)

@@ -34,7 +34,8 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
     centre = (share + z2 / (2 * trials)) / (1 + z2 / trials)
     half = z * math.sqrt(share * (1 - share) / trials + z2 / (4 * trials * trials))
     half /= 1 + z2 / trials
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the interval always holds the observed share (rounding could push an end past it at 0 or 1)
+    return min(share, max(0.0, centre - half)), max(share, min(1.0, centre + half))
 
 
 def mcnemar_exact(only_first: int, only_second: int) -> float:
