@@ -57,7 +57,7 @@ class BudgetTracker:
 
     def hit_deadline(self) -> None:
         """Record that the wall-time limit ended the work in flight (marks the run truncated)."""
-        self._hit(f"wall time {self._wall_limit_name()}s")
+        self._hit(f"wall time {self._nearest_limit('max_wall_time_s')}s")
 
     def check_verifier_call(self) -> None:
         """Raise if no verifier call may start (calls in flight count as spent)."""
@@ -85,7 +85,7 @@ class BudgetTracker:
         left = self.completion_tokens_left()
         granted = max_tokens if left is None else min(max_tokens, left)
         if granted <= 0:
-            raise self._hit(f"{self._token_limit_name()} completion tokens")
+            raise self._hit(f"{self._nearest_limit('max_completion_tokens')} completion tokens")
         tracker: BudgetTracker | None = self
         while tracker is not None:
             tracker._running_generations += 1
@@ -129,11 +129,13 @@ class BudgetTracker:
             tracker.usage.verifier_tokens += tokens
             tracker = tracker.parent
 
-    def _token_limit_name(self) -> str:
+    def _nearest_limit(self, field: str) -> str:
+        """The value of the nearest tracker's limit `field` up the chain, for messages."""
         tracker: BudgetTracker | None = self
         while tracker is not None:
-            if tracker.budget.max_completion_tokens is not None:
-                return str(tracker.budget.max_completion_tokens)
+            value = getattr(tracker.budget, field)
+            if value is not None:
+                return str(value)
             tracker = tracker.parent
         return "?"
 
@@ -148,14 +150,6 @@ class BudgetTracker:
             if above is not None:
                 left = above if left is None else min(left, above)
         return left
-
-    def _wall_limit_name(self) -> str:
-        tracker: BudgetTracker | None = self
-        while tracker is not None:
-            if tracker.budget.max_wall_time_s is not None:
-                return str(tracker.budget.max_wall_time_s)
-            tracker = tracker.parent
-        return "?"
 
     def time_left_s(self) -> float | None:
         left: float | None = None
