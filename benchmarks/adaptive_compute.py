@@ -107,6 +107,13 @@ def report(records: list[BenchRecord], args: argparse.Namespace) -> None:
         else r
         for r in records
     ]
+    # compare on the problems every strategy finished (an interrupted chunk is left out)
+    by_strategy: dict[str, set[str]] = {}
+    for r in merged:
+        if r.error is None:
+            by_strategy.setdefault(r.strategy, set()).add(r.problem_id)
+    common = set.intersection(*by_strategy.values()) if by_strategy else set()
+    merged = [r for r in merged if r.problem_id in common]
     summaries = summarize(merged)
     table = Table(title=f"arithmetic seed {args.seed}, SmolLM2-135M, T={args.temperature}")
     for column in ("strategy", "problems", "accuracy (95% CI)", "coverage (95% CI)",
