@@ -233,3 +233,14 @@ def test_any_text_survives_the_writer_and_reader(
     path.write_bytes(data[: cut % (len(data) + 1)])
     kept = log.read()
     assert [r.model_dump() for r in kept] == [r.model_dump() for r in back][: len(kept)]
+
+
+def test_a_record_from_before_a_sampling_field_existed_still_matches() -> None:
+    from threadloom.evaluation.fingerprint import RunFingerprint, make_fingerprint
+
+    current = make_fingerprint(worker=("fake", "m"), params=None, verifier=None,
+                               dataset={"seed": 1})
+    stored = current.model_dump(mode="json")
+    del stored["sampling"]["min_p"]  # as written by a release without min_p
+    assert RunFingerprint.model_validate(stored).differences(current) == []
+    assert RunFingerprint.model_validate(stored).digest() == current.digest()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from threadloom.errors import ConfigError
 from threadloom.types import SamplingParams
@@ -43,6 +43,13 @@ class RunFingerprint(BaseModel):
     """Options that decide the problems: seed, difficulty, a custom file's hash and fields."""
     version: str
     """The threadloom version."""
+
+    @field_validator("sampling")
+    @classmethod
+    def _with_defaults(cls, sampling: dict[str, Any]) -> dict[str, Any]:
+        # a record written before a sampling field existed ran with that field's default
+        defaults = SamplingParams().model_dump(mode="json", exclude={"seed"})
+        return {**defaults, **sampling}
 
     def digest(self) -> str:
         """A short stable hash of the whole fingerprint (16 hex digits)."""
