@@ -94,7 +94,7 @@ def test_spec_parsing_and_errors() -> None:
         {"n": 8, "temperature": 0.5},
     )
     assert make_strategy("self-consistency:n=3").n == 3  # type: ignore[attr-defined]
-    with pytest.raises(ConfigError, match="valid strategies: a-star, .*beam-search, best-of-n"):
+    with pytest.raises(ConfigError, match=r"valid strategies: a-star, .*beam-search, best-of-n"):
         make_strategy("beam-me-up")
     with pytest.raises(ConfigError, match="greater than or equal to 1"):
         make_strategy("best-of-n", n=0)
