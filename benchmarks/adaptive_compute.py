@@ -35,7 +35,7 @@ from threadloom.evaluation.records import BenchRecord, ResultLog
 from threadloom.evaluation.summary import summarize
 from threadloom.strategies.registry import make_strategy
 from threadloom.types import Problem, SamplingParams
-from threadloom.workers.llamacpp import LlamaCppWorker
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 STRATEGIES = (
     "self-consistency:n=8",

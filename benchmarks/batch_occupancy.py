@@ -32,7 +32,7 @@ from threadloom.evaluation.bench import Verifiers, run_bench
 from threadloom.evaluation.occupancy import SlotGate
 from threadloom.evaluation.records import ResultLog
 from threadloom.strategies.registry import make_strategy
-from threadloom.workers.llamacpp import LlamaCppWorker
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 PROMPT = "Write a short story about a robot who learns to paint."
 

@@ -63,7 +63,7 @@ async def main() -> None:
     print(f"best-of-n n={args.n}, budget {args.deadline} s, {args.runs} runs each")
     await measure("scripted", tl.FakeWorker([" ".join(["word"] * 1000)], token_delay_s=0.01),
                   args)
-    from threadloom.workers.llamacpp import LlamaCppWorker
+    from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
     worker = LlamaCppWorker()
     try:

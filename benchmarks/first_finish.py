@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 import threadloom as tl
-from threadloom.workers.llamacpp import LlamaCppWorker
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 QUESTIONS = [
     "What is 17 + 25? Explain briefly.",

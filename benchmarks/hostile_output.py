@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from threadloom.cli import _print_result
+from threadloom.cli.application import _print_result
 from threadloom.orchestrator.runner import arun
 from threadloom.types import Problem
 from threadloom.verifiers.extract import extract_answer

@@ -22,10 +22,10 @@ from rich.console import Console
 from rich.table import Table
 
 from threadloom.types import ChatMessage, GenerationRequest, SamplingParams
-from threadloom.workers import ray_cluster
 from threadloom.workers.fake import FakeWorker
 from threadloom.workers.pool import LocalPool
-from threadloom.workers.ray_pool import RayPool
+from threadloom.workers.ray import cluster as ray_cluster
+from threadloom.workers.ray.pool import RayPool
 
 PROMPTS = [
     "Write a short story about a robot who learns to paint.",
@@ -100,7 +100,7 @@ async def main() -> None:
         console.print(table)
         if args.skip_model:
             return
-        from threadloom.workers.llamacpp import LlamaCppWorker
+        from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
         rows = []
         model_options = {"n_ctx": 4096, "n_slots": args.requests}

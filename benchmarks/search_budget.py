@@ -26,7 +26,7 @@ from threadloom.evaluation.bench import Verifiers, run_bench
 from threadloom.evaluation.records import ResultLog
 from threadloom.evaluation.summary import StrategySummary, summarize
 from threadloom.strategies.registry import make_strategy
-from threadloom.workers.llamacpp import LlamaCppWorker
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 STEP = "step_tokens=48,max_steps=4"
 BUDGETS: dict[str, list[str]] = {

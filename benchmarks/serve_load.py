@@ -33,7 +33,7 @@ from openai_server import HOST, free_port
 
 import threadloom as tl
 from threadloom.serve import ServeConfig, create_app
-from threadloom.workers.llamacpp import LlamaCppWorker
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 QUESTIONS = [
     "What is 17 + 25?",

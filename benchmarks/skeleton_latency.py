@@ -19,7 +19,7 @@ from rich.table import Table
 
 import threadloom as tl
 from threadloom.strategies.skeleton import SkeletonOfThought
-from threadloom.workers.llamacpp import LlamaCppWorker
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 QUESTIONS = [
     "Give tips for better sleep.",

@@ -33,8 +33,8 @@ from rich.table import Table
 
 from threadloom.types import ChatMessage, Completion, GenerationRequest, SamplingParams
 from threadloom.workers.base import Worker
-from threadloom.workers.llamacpp import LlamaCppWorker
-from threadloom.workers.speculation import SpeculationMode
+from threadloom.workers.llamacpp.speculation import SpeculationMode
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 CODE = """def mean(values):
     total = 0
@@ -189,7 +189,7 @@ def vllm_workers(model: str | None, console: Console) -> dict[str, Worker] | Non
         console.print("vLLM: give --vllm-model (a Hugging Face model folder or id), skipped")
         return None
     from threadloom.errors import ConfigError
-    from threadloom.workers.vllm import VLLMWorker
+    from threadloom.workers.vllm.worker import VLLMWorker
 
     ngram = {
         "method": "ngram",

@@ -19,7 +19,7 @@ from rich.table import Table
 
 import threadloom as tl
 from threadloom.types import GenerationRequest
-from threadloom.workers.llamacpp import LlamaCppWorker
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 THREAD_BODY = " ".join(["step"] * 40)
 OUTLINES = "".join(f"<Outline>{i}: part {i}</Outline>\n" for i in range(1, 5))

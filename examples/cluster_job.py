@@ -23,7 +23,7 @@ from threadloom.evaluation.bench import Verifiers, run_bench
 from threadloom.evaluation.records import BenchRecord, ResultLog
 from threadloom.strategies.registry import make_strategy
 from threadloom.types import SamplingParams
-from threadloom.workers.ray_cluster import RayCluster
+from threadloom.workers.ray.cluster import RayCluster
 
 HERE = Path(__file__).resolve().parent
 

@@ -13,7 +13,7 @@ from threadloom.types import Problem
 @pytest.fixture(scope="session")
 def llama_worker() -> Iterator[object]:
     """One LlamaCppWorker on the bundled SmolLM2-135M for the whole session."""
-    from threadloom.workers.llamacpp import LlamaCppWorker
+    from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
     worker = LlamaCppWorker(n_ctx=4096, n_slots=16, worker_id="test-llama")
     yield worker

@@ -11,7 +11,7 @@ from threadloom import Problem, SamplingParams
 from threadloom.orchestrator.runner import arun
 
 if TYPE_CHECKING:
-    from threadloom.workers.llamacpp import LlamaCppWorker
+    from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 pytestmark = pytest.mark.slow
 

@@ -190,7 +190,7 @@ def test_cli_budget_tokens_spends_nothing_on_settled_problems(tmp_path: Path) ->
 
 
 def test_embedded_worker_default_slots_fit_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    from threadloom.workers import llamacpp
+    from threadloom.workers.llamacpp import worker as llamacpp
 
     for cores, slots in ((1, 8), (2, 16), (3, 24), (16, 32)):
         monkeypatch.setattr(llamacpp.os, "sched_getaffinity", lambda _, c=cores: set(range(c)))

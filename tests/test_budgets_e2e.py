@@ -13,7 +13,7 @@ from openai_server import llama_server
 
 import threadloom as tl
 from threadloom.types import Budget, ChatMessage, GenerationRequest, SamplingParams
-from threadloom.workers.openai import ChatTemplate, OpenAIWorker
+from threadloom.workers.openai.worker import ChatTemplate, OpenAIWorker
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from threadloom import cli
+from threadloom.cli import application as cli
 from threadloom.errors import (
     ConfigError,
     GraphError,

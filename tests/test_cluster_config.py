@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from threadloom.errors import ConfigError
-from threadloom.workers.cluster_config import (
+from threadloom.workers.ray.config import (
     ClusterConfig,
     PoolSpec,
     load_cluster_config,

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import threadloom as tl
-from threadloom.workers.llamacpp import LlamaCppWorker
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 QUESTION = "What is 17 + 25? Give only the number."
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import threadloom as tl
 from threadloom.orchestrator.plan import StrategyGraph
-from threadloom.workers.llamacpp import LlamaCppWorker
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 PARAMS = tl.SamplingParams(max_tokens=48)
 

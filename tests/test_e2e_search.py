@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threadloom as tl
-from threadloom.workers.llamacpp import LlamaCppWorker
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 PROBLEM = tl.Problem(
     prompt="Tom has 3 apples and buys 4 more. How many apples does he have?",

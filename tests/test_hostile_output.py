@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from threadloom import Candidate, Problem
-from threadloom.cli import _print_result, result_json
-from threadloom.display import graph_tree, trace_tree
+from threadloom.cli.application import _print_result, result_json
+from threadloom.cli.display import graph_tree, trace_tree
+from threadloom.cli.progress import LiveRun
 from threadloom.errors import ConfigError
 from threadloom.orchestrator.plan import graph_from_dict
 from threadloom.orchestrator.runner import arun
-from threadloom.progress import LiveRun
 from threadloom.types import AnswerFormat, Score
 from threadloom.verifiers.extract import (
     MAX_EXPONENT,
@@ -242,7 +242,7 @@ async def test_lone_surrogates_reach_an_openai_server_as_replacement_characters(
     from openai_server import Reply, ScriptedServer, chat_reply
 
     from threadloom.types import ChatMessage, GenerationRequest
-    from threadloom.workers.openai import OpenAIWorker
+    from threadloom.workers.openai.worker import OpenAIWorker
 
     request = GenerationRequest(
         messages=(ChatMessage(role="user", content="bad \udcff byte"),), prefix="so \ud800"

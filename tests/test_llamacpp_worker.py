@@ -8,7 +8,7 @@ import pytest
 
 from threadloom import ContextLengthError, GenerationRequest, ModelNotFoundError, SamplingParams
 from threadloom.types import ChatMessage, Completion
-from threadloom.workers.llamacpp import LlamaCppWorker
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 
 def chat(text: str, **params: object) -> GenerationRequest:

@@ -12,7 +12,7 @@ from threadloom.verifiers.judging import DirectModelCalls
 from threadloom.verifiers.llm_judge import LLMJudge, read_grade
 from threadloom.verifiers.registry import make_verifier
 from threadloom.workers.fake import FakeWorker
-from threadloom.workers.llamacpp import LlamaCppWorker
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 PROBLEM = Problem(prompt="What is 6 * 7?", reference="42")
 

@@ -16,7 +16,7 @@ from openai_server import Reply, ScriptedServer, chat_reply, llama_server
 from threadloom.errors import ConfigError
 from threadloom.types import ChatMessage, GenerationRequest, SamplingParams, StructuredOutputs
 from threadloom.workers.base import collect_stream
-from threadloom.workers.openai import OpenAIWorker
+from threadloom.workers.openai.worker import OpenAIWorker
 from threadloom.workers.registry import make_worker
 
 
@@ -280,7 +280,7 @@ async def test_self_consistency_through_llama_cpp_server_with_its_defaults(
 def test_the_cli_names_the_model_and_sends_sampling_fields_and_structured_output() -> None:
     from typer.testing import CliRunner
 
-    from threadloom import cli
+    from threadloom.cli import application as cli
 
     listing = _listing("small", "large")
     with ScriptedServer([Reply(200, chat_reply("yes"))], models=listing) as server:
@@ -304,7 +304,7 @@ def test_the_cli_names_the_model_and_sends_sampling_fields_and_structured_output
 def test_the_cli_refuses_an_unknown_param_before_any_request() -> None:
     from typer.testing import CliRunner
 
-    from threadloom import cli
+    from threadloom.cli import application as cli
 
     with ScriptedServer([Reply(200, chat_reply("yes"))], models=_listing("m")) as server:
         outcome = CliRunner().invoke(

@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from threadloom.errors import ConfigError, WorkerError, WorkerUnavailable
 from threadloom.types import ChatMessage, GenerationRequest, SamplingParams, TokenUsage
 from threadloom.workers.base import collect_stream
-from threadloom.workers.openai import OpenAIWorker
-from threadloom.workers.openai_tokens import MAX_BYTES_PER_TOKEN, TokenTally, text_within
+from threadloom.workers.openai.tokens import MAX_BYTES_PER_TOKEN, TokenTally, text_within
+from threadloom.workers.openai.worker import OpenAIWorker
 
 NO_RETRIES = {"max_retries": 0}
 

@@ -31,13 +31,13 @@ from threadloom.errors import (
 )
 from threadloom.types import ChatMessage, GenerationRequest, SamplingParams
 from threadloom.workers.base import Worker, collect_stream
-from threadloom.workers.openai import ChatTemplate, OpenAIWorker
-from threadloom.workers.openai_protocol import (
+from threadloom.workers.openai.protocol import (
     ErrorBody,
     EventStreamDecoder,
     request_error,
 )
-from threadloom.workers.openai_replies import split_tokens
+from threadloom.workers.openai.replies import split_tokens
+from threadloom.workers.openai.worker import ChatTemplate, OpenAIWorker
 from threadloom.workers.registry import make_worker
 
 FAST_RETRIES = {"max_retries": 2, "backoff_s": 0.01, "max_backoff_s": 0.05}

@@ -17,8 +17,8 @@ import ray
 
 from threadloom.errors import ConfigError
 from threadloom.types import ChatMessage, GenerationRequest
-from threadloom.workers.ray_local import secure_token_file, token_auth_enabled
-from threadloom.workers.ray_pool import RayPool
+from threadloom.workers.ray.local import secure_token_file, token_auth_enabled
+from threadloom.workers.ray.pool import RayPool
 
 pytestmark = pytest.mark.ray
 

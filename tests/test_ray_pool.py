@@ -24,8 +24,8 @@ from threadloom.evaluation.records import ResultLog
 from threadloom.orchestrator.context import RunContext
 from threadloom.strategies.registry import make_strategy
 from threadloom.types import ChatMessage
-from threadloom.workers.ray_cluster import RayCluster
-from threadloom.workers.ray_pool import RayPool
+from threadloom.workers.ray.cluster import RayCluster
+from threadloom.workers.ray.pool import RayPool
 
 pytestmark = pytest.mark.ray
 
@@ -156,7 +156,7 @@ async def test_actors_land_on_their_nodes_and_best_of_n_spans_both(
             },
         },
     }
-    from threadloom.workers.cluster_config import load_cluster_config
+    from threadloom.workers.ray.config import load_cluster_config
 
     pools = RayCluster(load_cluster_config(config))
     try:
@@ -176,7 +176,7 @@ async def test_actors_land_on_their_nodes_and_best_of_n_spans_both(
 
 
 async def test_generator_and_reward_pools_scale_independently(cluster: dict[str, str]) -> None:
-    from threadloom.workers.cluster_config import load_cluster_config
+    from threadloom.workers.ray.config import load_cluster_config
 
     small = {"num_cpus": 0.25}
     config = {
@@ -574,7 +574,7 @@ async def test_bench_runs_on_a_pool_with_backpressure_and_resumes(
 def test_cli_shows_actors_and_runs_from_a_cluster_file(
     cluster: dict[str, str], tmp_path: Path
 ) -> None:
-    from threadloom.cli import app
+    from threadloom.cli.application import app
 
     path = tmp_path / "cluster.yaml"
     path.write_text(

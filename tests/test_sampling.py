@@ -1,7 +1,7 @@
 import numpy as np
 
-from threadloom.workers.sampling import TokenSampler, nucleus
-from threadloom.workers.text_stream import StopAwareText
+from threadloom.workers.llamacpp.sampling import TokenSampler, nucleus
+from threadloom.workers.llamacpp.text_stream import StopAwareText
 
 
 def _logits() -> np.ndarray:

@@ -7,8 +7,8 @@ import pytest
 
 from threadloom.errors import ConfigError
 from threadloom.types import ChatMessage, GenerationRequest, SamplingParams
-from threadloom.workers.llamacpp import LlamaCppWorker
-from threadloom.workers.sampling import SamplingRules, TokenSampler
+from threadloom.workers.llamacpp.sampling import SamplingRules, TokenSampler
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 
 def _logits() -> np.ndarray:
@@ -162,7 +162,7 @@ async def test_min_tokens_and_stop_token_ids_on_the_real_model(
 
 
 def test_vllm_receives_the_fields_under_the_same_names() -> None:
-    from threadloom.workers.vllm_sampling import vllm_sampling_arguments
+    from threadloom.workers.vllm.sampling import vllm_sampling_arguments
 
     def structured(**kwargs: object) -> dict[str, object]:
         return kwargs

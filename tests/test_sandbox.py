@@ -506,7 +506,7 @@ def test_named_processes_helper_sees_a_real_process() -> None:
 def test_sandbox_check_command_shows_every_attack_contained() -> None:
     from typer.testing import CliRunner
 
-    from threadloom.cli import app
+    from threadloom.cli.application import app
 
     outcome = CliRunner().invoke(app, ["sandbox", "check", "--no-guards"], terminal_width=200)
     assert outcome.exit_code == 0, outcome.output

@@ -390,7 +390,7 @@ def test_a_public_address_needs_a_key() -> None:
 
 
 def test_the_cli_refuses_a_public_address_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    from threadloom.cli import app
+    from threadloom.cli.application import app
 
     monkeypatch.delenv("THREADLOOM_API_KEY", raising=False)
     outcome = CliRunner().invoke(app, ["serve", "--worker", "fake", "--host", "0.0.0.0"])
@@ -565,7 +565,7 @@ async def test_a_stream_whose_client_is_gone_before_the_first_event_frees_its_sl
 
 
 def test_in_front_of_another_openai_server(worker: FakeWorker, base_url: str) -> None:
-    from threadloom.workers.openai import OpenAIWorker
+    from threadloom.workers.openai.worker import OpenAIWorker
 
     upstream = OpenAIWorker(base_url=base_url, model="fake", max_retries=0)
     with serving(upstream, model_name="upstream") as proxy:

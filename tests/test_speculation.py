@@ -13,12 +13,12 @@ import pytest
 import threadloom as tl
 from threadloom.errors import ConfigError
 from threadloom.types import ChatMessage, GenerationRequest, SamplingParams
-from threadloom.workers.llamacpp import LlamaCppWorker
-from threadloom.workers.speculation import (
+from threadloom.workers.llamacpp.speculation import (
     PromptLookup,
     SpeculationConfig,
     SpeculationController,
 )
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 # ----- prompt lookup ------------------------------------------------------------------------
 
@@ -416,7 +416,7 @@ def test_worker_rejects_bad_speculation_settings() -> None:
 def test_cli_workers_shows_the_measured_speculation_state() -> None:
     from typer.testing import CliRunner
 
-    from threadloom.cli import app
+    from threadloom.cli.application import app
 
     result = CliRunner().invoke(app, ["workers", "--speculation"], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output

@@ -9,7 +9,7 @@ import pytest
 
 from threadloom.types import GenerationRequest, SamplingParams
 from threadloom.workers.fake import FakeWorker
-from threadloom.workers.llamacpp import LlamaCppWorker
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 
 def raw(text: str, **params: object) -> GenerationRequest:

@@ -20,8 +20,8 @@ from threadloom.types import (
 from threadloom.verifiers.json_schema import JsonSchemaVerifier
 from threadloom.verifiers.registry import make_verifier
 from threadloom.verifiers.voting import answer_key, vote, vote_fields
-from threadloom.workers.llamacpp import LlamaCppWorker
-from threadloom.workers.llamacpp_grammar import gbnf_for
+from threadloom.workers.llamacpp.grammar import gbnf_for
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 SCHEMA = {
     "type": "object",

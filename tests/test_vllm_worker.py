@@ -30,7 +30,7 @@ from threadloom import (
 )
 from threadloom.errors import ContextLengthError, WorkerDead
 from threadloom.types import ChatMessage
-from threadloom.workers.vllm_config import VLLMConfig, build_config
+from threadloom.workers.vllm.config import VLLMConfig, build_config
 
 KV_CACHE = 256 * 1024 * 1024
 ENGINE = {
@@ -105,14 +105,14 @@ def test_settings_map_to_engine_arguments() -> None:
 
 
 def test_missing_local_model_folder_fails_first() -> None:
-    from threadloom.workers.vllm import VLLMWorker
+    from threadloom.workers.vllm.worker import VLLMWorker
 
     with pytest.raises(ModelNotFoundError, match="model folder not found"):
         VLLMWorker("/nonexistent/model-folder")
 
 
 def test_missing_vllm_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    from threadloom.workers.vllm import VLLMWorker
+    from threadloom.workers.vllm.worker import VLLMWorker
 
     before = set(threading.enumerate())
     monkeypatch.setitem(sys.modules, "vllm", None)  # as if it were not installed
@@ -125,7 +125,7 @@ def test_missing_vllm_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_logprob_conversion_keeps_the_sampled_token_apart() -> None:
     from types import SimpleNamespace as NS
 
-    from threadloom.workers.vllm_outputs import convert_logprobs
+    from threadloom.workers.vllm.outputs import convert_logprobs
 
     position = {
         5: NS(logprob=-0.1, rank=1, decoded_token=" a"),
@@ -173,7 +173,7 @@ def model_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def worker(model_dir: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
-    from threadloom.workers.vllm import VLLMWorker
+    from threadloom.workers.vllm.worker import VLLMWorker
 
     before = engine_processes()
     started = time.perf_counter()
@@ -215,7 +215,7 @@ def engine_processes() -> set[int]:
 
 @pytest.mark.vllm
 def test_engine_options_are_checked_against_the_installed_vllm(model_dir: Path) -> None:
-    from threadloom.workers.vllm import VLLMWorker
+    from threadloom.workers.vllm.worker import VLLMWorker
 
     before = engine_processes()
     with pytest.raises(ConfigError, match=r"'max_num_seq'.*did you mean max_num_seqs"):
@@ -318,7 +318,7 @@ async def test_chunked_prefill_on_cpu_drops_seeds_instead_of_crashing(
     model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A seeded request whose prefill is split kills vLLM's CPU engine; the worker drops seeds."""
-    from threadloom.workers.vllm import VLLMWorker
+    from threadloom.workers.vllm.worker import VLLMWorker
 
     chunked = VLLMWorker(
         model_dir,
@@ -330,7 +330,7 @@ async def test_chunked_prefill_on_cpu_drops_seeds_instead_of_crashing(
         request = GenerationRequest(
             text="word " * 200, params=SamplingParams(temperature=1.0, max_tokens=4, seed=3)
         )
-        with caplog.at_level(logging.WARNING, logger="threadloom.workers.vllm"):
+        with caplog.at_level(logging.WARNING, logger="threadloom.workers.vllm.worker"):
             first = await chunked.generate(request)
             second = await chunked.generate(request.model_copy(update={"request_id": "again"}))
         assert first.finish_reason == second.finish_reason == "length"
@@ -437,7 +437,7 @@ async def test_pooling_runner_hosts_a_step_reward_model(model_dir: Path) -> None
     from transformers import AutoTokenizer
 
     from threadloom.verifiers.vllm_prm import SHEPHERD_TAG, VLLMProcessRewardModel
-    from threadloom.workers.vllm import VLLMWorker
+    from threadloom.workers.vllm.worker import VLLMWorker
 
     tag_id = AutoTokenizer.from_pretrained(str(model_dir)).encode(
         SHEPHERD_TAG, add_special_tokens=False

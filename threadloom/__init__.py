@@ -43,10 +43,10 @@ _LAZY = {
     "StrategyGraph": "threadloom.orchestrator.plan",
     "load_plan": "threadloom.orchestrator.plan",
     "arun": "threadloom.orchestrator.runner",
-    "LlamaCppWorker": "threadloom.workers.llamacpp",
+    "LlamaCppWorker": "threadloom.workers.llamacpp.worker",
     "FakeWorker": "threadloom.workers.fake",
     "LocalPool": "threadloom.workers.pool",
-    "OpenAIWorker": "threadloom.workers.openai",
+    "OpenAIWorker": "threadloom.workers.openai.worker",
     "SelfJudgePRM": "threadloom.verifiers.prm",
 }
 

@@ -1,7 +1,7 @@
 """`threadloom serve`: an OpenAI-compatible HTTP server whose models are strategies.
 
 Needs the `serve` extra (`pip install 'threadloom[serve]'`). `create_app` builds the ASGI app
-around one worker shared by every request; `threadloom.serve.command` is the CLI command.
+around one worker shared by every request; `threadloom.cli.serve` is the CLI command.
 """
 
 from __future__ import annotations

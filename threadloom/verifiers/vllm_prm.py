@@ -201,8 +201,8 @@ class VLLMProcessRewardModel(_PRMBase):
 
 
 def _pooling_worker(model: str, engine_args: dict[str, Any]) -> Any:
-    from threadloom.workers.vllm import VLLMWorker
-    from threadloom.workers.vllm_config import VLLMConfig
+    from threadloom.workers.vllm.config import VLLMConfig
+    from threadloom.workers.vllm.worker import VLLMWorker
 
     named = {k: v for k, v in engine_args.items() if k in VLLMConfig.model_fields}
     extra = {k: v for k, v in engine_args.items() if k not in VLLMConfig.model_fields}

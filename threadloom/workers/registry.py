@@ -17,7 +17,7 @@ def make_worker(spec: str | Worker | None = None, **options: Any) -> Worker:
     kind, _, argument = (spec or "llamacpp").partition(":")
     kind = kind.strip().lower().replace("_", "").replace("-", "")
     if kind in ("llamacpp", "default", "local"):
-        from threadloom.workers.llamacpp import LlamaCppWorker
+        from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
         return LlamaCppWorker(argument or options.pop("model", None), **options)
     if kind == "fake":
@@ -26,11 +26,11 @@ def make_worker(spec: str | Worker | None = None, **options: Any) -> Worker:
         script = tuple(argument.split("|")) if argument else ("42",)
         return FakeWorker(script, **options)
     if kind == "vllm":
-        from threadloom.workers.vllm import VLLMWorker
+        from threadloom.workers.vllm.worker import VLLMWorker
 
         return VLLMWorker(argument or options.pop("model", None), **options)
     if kind == "openai":
-        from threadloom.workers.openai import OpenAIWorker
+        from threadloom.workers.openai.worker import OpenAIWorker
 
         if argument:
             base_url, _, settings = argument.partition("#")
@@ -38,11 +38,11 @@ def make_worker(spec: str | Worker | None = None, **options: Any) -> Worker:
             options.update(_fragment_options(settings, spec or ""))
         return OpenAIWorker(**options)
     if kind == "ray":
-        from threadloom.workers.ray_cluster import open_ray_worker
+        from threadloom.workers.ray.cluster import open_ray_worker
 
         return open_ray_worker(argument, **options)
     if kind.endswith(".gguf") or (spec or "").endswith(".gguf"):
-        from threadloom.workers.llamacpp import LlamaCppWorker
+        from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
         return LlamaCppWorker(spec, **options)
     raise ConfigError(

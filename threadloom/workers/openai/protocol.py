@@ -26,7 +26,7 @@ from threadloom.errors import (
     ThreadloomError,
 )
 from threadloom.types import ChatMessage, GenerationRequest
-from threadloom.workers.openai_dialects import Dialect, dialect_named
+from threadloom.workers.openai.dialects import Dialect, dialect_named
 
 Endpoint = Literal["chat", "completions"]
 

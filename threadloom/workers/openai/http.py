@@ -25,10 +25,10 @@ from tenacity import (
 
 from threadloom.errors import AuthenticationError, RateLimited, WorkerError, WorkerUnavailable
 from threadloom.unicode_text import replace_lone_surrogates_in
-from threadloom.workers.openai_protocol import ErrorBody, request_error, retry_after_s
+from threadloom.workers.openai.protocol import ErrorBody, request_error, retry_after_s
 
 if TYPE_CHECKING:
-    from threadloom.workers.openai_config import OpenAIWorkerConfig
+    from threadloom.workers.openai.config import OpenAIWorkerConfig
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 
 from threadloom.types import TokenLogprob
-from threadloom.workers.openai_replies import Choice
+from threadloom.workers.openai.replies import Choice
 
 logger = logging.getLogger(__name__)
 

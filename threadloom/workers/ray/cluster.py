@@ -18,14 +18,14 @@ from typing import Any
 from threadloom.errors import ConfigError, MissingDependencyError
 from threadloom.types import Completion, GenerationRequest, Usage
 from threadloom.workers.base import StreamDelta, Worker, WorkerCapabilities
-from threadloom.workers.cluster_config import (
+from threadloom.workers.ray.actor import WorkerHost
+from threadloom.workers.ray.config import (
     ClusterConfig,
     PoolSpec,
     load_cluster_config,
     placement_problems,
 )
-from threadloom.workers.ray_actor import WorkerHost
-from threadloom.workers.ray_local import start_local_cluster
+from threadloom.workers.ray.local import start_local_cluster
 
 try:
     import ray
@@ -247,7 +247,7 @@ class RayCluster:
         address: str | None = None,
         factories: Mapping[str, Callable[[], Worker]] | None = None,
     ) -> None:
-        from threadloom.workers.ray_pool import RayPool
+        from threadloom.workers.ray.pool import RayPool
 
         self.config = config if isinstance(config, ClusterConfig) else load_cluster_config(config)
         ray_spec = self.config.ray
@@ -336,7 +336,7 @@ def open_ray_worker(target: str = "", *, address: str | None = None, **options: 
                 f"options {sorted(options)} do not apply to a cluster file; set them in {target}"
             )
         return RayCluster(target, address=address)
-    from threadloom.workers.ray_pool import RayPool
+    from threadloom.workers.ray.pool import RayPool
 
     return RayPool(target or "llamacpp", address=address, **options)
 

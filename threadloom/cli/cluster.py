@@ -21,7 +21,7 @@ def cluster_worker(
 ) -> Worker:
     """The Worker for `--workers` / `--ray-address`: every pool of the file, or one actor of
     the `--worker`/`--model` spec on the cluster. The caller closes it."""
-    from threadloom.workers.ray_cluster import open_ray_worker
+    from threadloom.workers.ray.cluster import open_ray_worker
 
     target = str(workers_file) if workers_file is not None else (worker_spec or "llamacpp")
     return open_ray_worker(target, address=ray_address)  # type: ignore[no-any-return]
@@ -29,7 +29,7 @@ def cluster_worker(
 
 def show_pools(workers_file: Path) -> Any:
     """Print the pools a cluster file declares; returns the parsed config."""
-    from threadloom.workers.cluster_config import load_cluster_config
+    from threadloom.workers.ray.config import load_cluster_config
 
     config = load_cluster_config(workers_file)
     table = Table(title=Text(f"pools in {workers_file}"))
@@ -55,7 +55,7 @@ def show_cluster(ray_address: str | None, workers_file: Path | None = None) -> N
 
     With a cluster file too, also checks that its pools fit the cluster's nodes.
     """
-    from threadloom.workers import ray_cluster
+    from threadloom.workers.ray import cluster as ray_cluster
 
     config = show_pools(workers_file) if workers_file is not None else None
     if ray_address is None and config is None:

@@ -30,13 +30,13 @@ from threadloom.types import (
 )
 from threadloom.unicode_text import replace_lone_surrogates
 from threadloom.workers.base import StreamDelta, WorkerCapabilities
-from threadloom.workers.models import BUNDLED_NAME, bundled_model_path, resolve_model_path
-from threadloom.workers.speculation import (
+from threadloom.workers.llamacpp.speculation import (
     SPECULATION_MODES,
     SpeculationConfig,
     SpeculationMode,
     SpeculationState,
 )
+from threadloom.workers.models import BUNDLED_NAME, bundled_model_path, resolve_model_path
 
 try:
     import llama_cpp
@@ -45,9 +45,9 @@ except ImportError as exc:  # pragma: no cover - llama-cpp-python is a core depe
         "the llama.cpp worker needs llama-cpp-python: pip install llama-cpp-python"
     ) from exc
 
-from threadloom.workers.llamacpp_engine import BatchedEngine, EngineOutput, EngineRequest
-from threadloom.workers.llamacpp_grammar import gbnf_for
-from threadloom.workers.sampling import TokenConstraint
+from threadloom.workers.llamacpp.engine import BatchedEngine, EngineOutput, EngineRequest
+from threadloom.workers.llamacpp.grammar import gbnf_for
+from threadloom.workers.llamacpp.sampling import TokenConstraint
 
 _DONE = object()
 SLOTS_PER_CORE = 8

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from threadloom.cli.console import WIDE, console, fail
 from threadloom.errors import ConfigError
 from threadloom.evaluation.compare import Comparison, compare_runs
-from threadloom.evaluation.console import WIDE, console, fail
 
 
 def _percent(share: float) -> str:

@@ -38,16 +38,16 @@ from threadloom.errors import (
 )
 from threadloom.types import Completion, GenerationRequest, Usage
 from threadloom.workers.base import StreamDelta, Worker, WorkerCapabilities, collect_stream
-from threadloom.workers.cluster_config import (
+from threadloom.workers.ray.actor import Chunk
+from threadloom.workers.ray.attempt import Attempt
+from threadloom.workers.ray.cluster import check_placement, connect, shutdown
+from threadloom.workers.ray.config import (
     FailoverSpec,
     PoolSpec,
     RoutingSpec,
     describe_errors,
 )
-from threadloom.workers.ray_actor import Chunk
-from threadloom.workers.ray_attempt import Attempt
-from threadloom.workers.ray_cluster import check_placement, connect, shutdown
-from threadloom.workers.ray_lanes import Lane, Lanes, first_line
+from threadloom.workers.ray.lanes import Lane, Lanes, first_line
 
 try:
     from ray.exceptions import RayActorError, RayError, RayTaskError

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from threadloom.types import Completion, GenerationRequest, TokenUsage
-from threadloom.workers.ray_lanes import Lane
+from threadloom.workers.ray.lanes import Lane
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from threadloom.workers.openai_dialects import DialectName
-from threadloom.workers.openai_http import exposes_secrets, redact_url
-from threadloom.workers.openai_protocol import ChatTemplate, Endpoint
+from threadloom.workers.openai.dialects import DialectName
+from threadloom.workers.openai.http import exposes_secrets, redact_url
+from threadloom.workers.openai.protocol import ChatTemplate, Endpoint
 
 __all__ = ["OpenAIWorkerConfig"]
 

@@ -17,11 +17,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from threadloom.cli.compare import compare_command
+from threadloom.cli.console import WIDE, console, err_console, fail
 from threadloom.errors import ConfigError, ThreadloomError
 from threadloom.evaluation.allocation import BatchBudget, run_budget_bench
 from threadloom.evaluation.bench import Verifiers, pending_count, record_key, run_bench
-from threadloom.evaluation.compare_command import compare_command
-from threadloom.evaluation.console import WIDE, console, err_console, fail
 from threadloom.evaluation.difficulty import DifficultyRow, by_difficulty
 from threadloom.evaluation.fingerprint import (
     RunFingerprint,
@@ -386,7 +386,7 @@ def _run_and_report(
 
     async def go() -> None:
         if workers is not None or ray_address is not None:
-            from threadloom.cluster_command import cluster_worker
+            from threadloom.cli.cluster import cluster_worker
 
             # a pool waits while its actors are full, so --concurrency can exceed their slots
             backend = cluster_worker(workers, ray_address, spec)

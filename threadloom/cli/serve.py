@@ -104,7 +104,7 @@ def serve_command(
 
 def _open_worker(spec: str | None, workers: Path | None, ray_address: str | None) -> Worker:
     if workers is not None or ray_address is not None:
-        from threadloom.cluster_command import cluster_worker
+        from threadloom.cli.cluster import cluster_worker
 
         return cluster_worker(workers, ray_address, spec)
     from threadloom.workers.registry import make_worker

@@ -13,13 +13,13 @@ from typing import Any
 
 from threadloom.errors import ConfigError, MissingDependencyError, WorkerDead, WorkerUnavailable
 from threadloom.workers.base import Worker, WorkerCapabilities
-from threadloom.workers.cluster_config import FailoverSpec, PoolSpec, RoutingSpec
-from threadloom.workers.ray_cluster import (
+from threadloom.workers.ray.cluster import (
     check_placement,
     kill_actor,
     placement_timeout_message,
     spawn_actor,
 )
+from threadloom.workers.ray.config import FailoverSpec, PoolSpec, RoutingSpec
 from threadloom.workers.routing import Router
 
 try:

@@ -35,14 +35,18 @@ import numpy as np
 
 from threadloom.errors import WorkerDead, WorkerError
 from threadloom.types import FinishReason, SamplingParams
-from threadloom.workers.sampling import (
+from threadloom.workers.llamacpp.sampling import (
     SampledToken,
     SamplingRules,
     TokenConstraint,
     TokenSampler,
 )
-from threadloom.workers.speculation import PromptLookup, SpeculationConfig, SpeculationController
-from threadloom.workers.text_stream import StopAwareText
+from threadloom.workers.llamacpp.speculation import (
+    PromptLookup,
+    SpeculationConfig,
+    SpeculationController,
+)
+from threadloom.workers.llamacpp.text_stream import StopAwareText
 
 logger = logging.getLogger(__name__)
 
@@ -312,7 +316,7 @@ class BatchedEngine:
 
     def grammar(self, gbnf: str) -> TokenConstraint:
         """A fresh grammar constraint on this model's vocabulary (ConfigError if invalid)."""
-        from threadloom.workers.llamacpp_grammar import GrammarConstraint
+        from threadloom.workers.llamacpp.grammar import GrammarConstraint
 
         return GrammarConstraint(self._vocab, gbnf)
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from threadloom.errors import ConfigError
 from threadloom.types import SamplingParams, StructuredOutputs
-from threadloom.workers.vllm_sampling import vllm_structured_fields
+from threadloom.workers.vllm.sampling import vllm_structured_fields
 
 __all__ = ["Dialect", "DialectName", "detect_dialect", "dialect_named"]
 
@@ -107,7 +107,7 @@ def _sglang(structured: StructuredOutputs) -> dict[str, Any]:
 
 
 def _llama_cpp(structured: StructuredOutputs) -> dict[str, Any]:
-    from threadloom.workers.llamacpp_grammar import gbnf_for
+    from threadloom.workers.llamacpp.grammar import gbnf_for
 
     return {"grammar": gbnf_for(structured)}
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from threadloom.errors import WorkerError
 from threadloom.types import FinishReason, TokenLogprob
-from threadloom.workers.cluster_config import describe_errors
+from threadloom.workers.ray.config import describe_errors
 
 __all__ = [
     "Choice",

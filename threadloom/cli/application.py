@@ -152,8 +152,8 @@ def run_command(
 ) -> None:
     """Solve one problem with a strategy on the embedded model (or another worker)."""
     _setup_logging(verbose)
+    from threadloom.cli.progress import LiveRun
     from threadloom.orchestrator.runner import arun
-    from threadloom.progress import LiveRun
     from threadloom.telemetry import configure_from_env
 
     configure_from_env()  # spans of the run when OTEL_* variables ask for an exporter
@@ -171,7 +171,7 @@ def run_command(
             raise _fail("--sandbox applies to --verifier code only")
         verifier = f"code:{sandbox}"
     try:
-        from threadloom.sampling_flags import parse_param_flags
+        from threadloom.cli.sampling_flags import parse_param_flags
 
         params = SamplingParams(
             temperature=temperature,
@@ -199,7 +199,7 @@ def run_command(
             raise _fail_on(exc) from None
     cluster: Any = None
     if workers is not None or ray_address is not None:
-        from threadloom.cluster_command import cluster_worker
+        from threadloom.cli.cluster import cluster_worker
 
         try:
             cluster = cluster_worker(workers, ray_address, worker_spec)
@@ -316,7 +316,7 @@ def workers_command(
 ) -> None:
     """List the worker backends, whether each is installed, and the bundled model."""
     if ray_address is not None or workers is not None:
-        from threadloom.cluster_command import show_cluster
+        from threadloom.cli.cluster import show_cluster
 
         try:
             show_cluster(ray_address, workers)
@@ -362,8 +362,8 @@ def workers_command(
 
 def _show_speculation(model: Path) -> None:
     """Run a few copy-heavy and free-form requests in adaptive mode; print what it measured."""
-    from threadloom.workers.llamacpp import LlamaCppWorker
-    from threadloom.workers.speculation import SpeculationConfig, SpeculationState
+    from threadloom.workers.llamacpp.speculation import SpeculationConfig, SpeculationState
+    from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
     fruits = "apple, banana, cherry, date, elderberry, fig, grape, honeydew, kiwi, lemon"
     prompts = (f"Repeat this list exactly, then add one more fruit: {fruits}.", "Tell me a story.")
@@ -407,15 +407,15 @@ def strategies_command() -> None:
     console.print(f"[bold]verifiers:[/] {', '.join(VERIFIERS)}")
 
 
-from threadloom.evaluation.command import bench_app  # noqa: E402
+from threadloom.cli.bench import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")
 
-from threadloom.serve.command import serve_command  # noqa: E402
+from threadloom.cli.serve import serve_command  # noqa: E402
 
 app.command("serve")(serve_command)
 
-from threadloom.sandbox_command import sandbox_app  # noqa: E402
+from threadloom.cli.sandbox import sandbox_app  # noqa: E402
 
 app.add_typer(sandbox_app, name="sandbox")
 
@@ -448,7 +448,7 @@ def graph_check(plan: Annotated[Path, typer.Argument(help="A YAML or JSON plan."
 @graph_app.command("show")
 def graph_show(plan: Annotated[Path, typer.Argument(help="A YAML or JSON plan.")]) -> None:
     """Draw a plan in the terminal."""
-    from threadloom.display import graph_tree
+    from threadloom.cli.display import graph_tree
 
     console.print(graph_tree(_load(plan)))
 
@@ -459,7 +459,7 @@ def trace_show(
     width: Annotated[int, typer.Option(help="Characters of text shown per node.")] = 70,
 ) -> None:
     """Render the thought graph of a run as a tree."""
-    from threadloom.display import read_trace_events, trace_tree
+    from threadloom.cli.display import read_trace_events, trace_tree
 
     try:
         events = read_trace_events(trace)

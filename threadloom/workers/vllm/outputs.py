@@ -22,7 +22,7 @@ from threadloom.types import (
     TokenLogprob,
     TokenUsage,
 )
-from threadloom.workers.vllm_config import VLLMConfig
+from threadloom.workers.vllm.config import VLLMConfig
 
 
 class VLLMSpeculationStats(BaseModel):

@@ -47,19 +47,19 @@ from threadloom.errors import (
 )
 from threadloom.types import Completion, GenerationRequest, SamplingParams
 from threadloom.workers.base import StreamDelta, WorkerCapabilities, collect_stream
-from threadloom.workers.vllm_config import (
+from threadloom.workers.vllm.config import (
     VLLMConfig,
     build_config,
     check_engine_fields,
     check_speculation_fields,
 )
-from threadloom.workers.vllm_outputs import (
+from threadloom.workers.vllm.outputs import (
     RequestResult,
     VLLMSpeculationStats,
     WorkerCounters,
     translate_error,
 )
-from threadloom.workers.vllm_sampling import vllm_sampling_arguments
+from threadloom.workers.vllm.sampling import vllm_sampling_arguments
 
 logger = logging.getLogger(__name__)
 

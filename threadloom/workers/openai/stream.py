@@ -15,9 +15,9 @@ from threadloom.types import (
     TokenLogprob,
     TokenUsage,
 )
-from threadloom.workers.openai_protocol import Call
-from threadloom.workers.openai_replies import ReplyUsage, parse_choices, parse_usage
-from threadloom.workers.openai_tokens import TokenTally, settle_count
+from threadloom.workers.openai.protocol import Call
+from threadloom.workers.openai.replies import ReplyUsage, parse_choices, parse_usage
+from threadloom.workers.openai.tokens import TokenTally, settle_count
 
 __all__ = ["StreamCut", "StreamState", "next_line"]
 

@@ -1,0 +1,3 @@
+from threadloom.cli.application import main
+
+main()
