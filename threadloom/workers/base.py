@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from threadloom.errors import WorkerError
 from threadloom.types import Completion, GenerationRequest
 
 
@@ -44,7 +46,11 @@ class Worker(Protocol):
     """A generation backend.
 
     Implementations: `LlamaCppWorker` (embedded default), `VLLMWorker`, `OpenAIWorker`, and the
-    test double `FakeWorker`. Pools implement the same protocol over several workers.
+    test double `FakeWorker`, all built on `threadloom.workers.core.BaseWorker` (which also makes
+    them async context managers). Pools implement the same protocol over several workers.
+
+    Optional abilities are declared as their own protocols, checked with `isinstance`:
+    `SupportsStats`, `SupportsEncode`, `HasModelFile`.
     """
 
     worker_id: str
@@ -69,12 +75,45 @@ class Worker(Protocol):
         ...
 
 
+@runtime_checkable
+class SupportsStats(Protocol):
+    """A worker that reports its counters."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters as plain data (JSON-ready). Always holds a "speculation" entry: a dict of
+        the speculative-decoding mode and draft counters, empty when the worker never drafts."""
+        ...
+
+
+@runtime_checkable
+class SupportsEncode(Protocol):
+    """A worker hosting a pooling model (a process reward model) instead of a generator."""
+
+    async def encode(self, prompt: str | list[int], *, task: str = "token_classify") -> Any:
+        """Pool one prompt; the pooler's output as nested lists."""
+        ...
+
+
+@runtime_checkable
+class HasModelFile(Protocol):
+    """A worker whose model is one local file (a GGUF), so the file identifies the model."""
+
+    model_path: Path
+
+
 async def collect_stream(stream: AsyncIterator[StreamDelta]) -> Completion:
-    """Drain a stream and return its final Completion."""
+    """Drain a stream and return its final Completion.
+
+    Raises:
+        WorkerError: the stream ended without a final Completion (a broken backend).
+    """
     final: Completion | None = None
     async for delta in stream:
         if delta.completion is not None:
             final = delta.completion
     if final is None:
-        raise RuntimeError("stream ended without a final completion")
+        raise WorkerError(
+            "the worker's stream ended without a final completion; the backend is broken "
+            "(every stream must end with a delta that carries its Completion)"
+        )
     return final

@@ -7,10 +7,12 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
-from threadloom.errors import WorkerDead
-from threadloom.types import Completion, GenerationRequest, Timings, TokenLogprob, TokenUsage
-from threadloom.workers.base import StreamDelta, WorkerCapabilities, collect_stream
+from threadloom.errors import ConfigError
+from threadloom.types import FinishReason, GenerationRequest, TokenLogprob
+from threadloom.workers.base import StreamDelta, WorkerCapabilities
+from threadloom.workers.core import BaseWorker, CompletionBuilder
 
 Script = Sequence[str] | Callable[[GenerationRequest, int], str]
 Delay = float | Callable[[GenerationRequest], float]
@@ -19,7 +21,7 @@ _TOKEN = re.compile(r"\s*\S+")
 _ABORT_POLL_S = 0.02
 
 
-class FakeWorker:
+class FakeWorker(BaseWorker):
     """Replies from a script instead of a model.
 
     Args:
@@ -47,7 +49,7 @@ class FakeWorker:
         honours_abort: bool = True,
     ) -> None:
         if not callable(script) and not script:
-            raise ValueError("FakeWorker needs at least one scripted reply")
+            raise ConfigError("FakeWorker needs at least one scripted reply; pass script=(...)")
         self._script = script
         self.token_delay_s = token_delay_s
         self.worker_id = worker_id
@@ -57,7 +59,6 @@ class FakeWorker:
         self._calls = 0
         self._aborted: set[str] = set()
         self._running: set[str] = set()
-        self._closed = False
         self.requests: list[GenerationRequest] = []
         """Every request received, in order."""
         self.tokens_emitted = 0
@@ -75,6 +76,15 @@ class FakeWorker:
     def in_flight(self) -> int:
         return len(self._running)
 
+    def stats(self) -> dict[str, Any]:
+        """Requests received, tokens emitted and requests running (it never speculates)."""
+        return {
+            "requests": len(self.requests),
+            "tokens_emitted": self.tokens_emitted,
+            "live_requests": len(self._running),
+            "speculation": {},
+        }
+
     def _reply(self, request: GenerationRequest) -> str:
         index = self._calls
         self._calls += 1
@@ -82,13 +92,8 @@ class FakeWorker:
             return self._script(request, index)
         return self._script[index % len(self._script)]
 
-    async def generate(self, request: GenerationRequest) -> Completion:
-        return await collect_stream(self.stream(request))
-
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
-        if self._closed:
-            raise WorkerDead(f"worker {self.worker_id} is closed")
-        started = time.perf_counter()
+        self.check_open()
         self.requests.append(request)
         reply = self._reply(request)
         params = request.params
@@ -97,13 +102,13 @@ class FakeWorker:
         if hits:
             reply = reply[: min(hits)[0]]
         tokens = _TOKEN.findall(reply)
-        finish = "stop"
+        finish: FinishReason = "stop"
         if len(tokens) > params.max_tokens and self.honours_max_tokens:
             tokens, finish = tokens[: params.max_tokens], "length"
         delay = self.token_delay_s(request) if callable(self.token_delay_s) else self.token_delay_s
+        result = CompletionBuilder(request, self.worker_id, prompt_tokens=_prompt_tokens(request))
+        wants_logprobs = params.logprobs is not None
         self._running.add(request.request_id)
-        emitted: list[str] = []
-        first_token_at = 0.0
         try:
             for token in tokens:
                 if request.request_id in self._aborted:
@@ -115,36 +120,17 @@ class FakeWorker:
                         break
                 else:
                     await asyncio.sleep(0)
-                emitted.append(token)
                 self.tokens_emitted += 1
-                first_token_at = first_token_at or time.perf_counter()
+                if wants_logprobs:
+                    logprob = TokenLogprob(token=token, logprob=_fake_logprob(token))
+                    result.add(token, 1, (logprob,))
+                else:
+                    result.add(token, 1)
                 yield StreamDelta(text=token, tokens=1)
         finally:
             self._running.discard(request.request_id)
             self._aborted.discard(request.request_id)
-        text = "".join(emitted)
-        logprobs = None
-        if params.logprobs is not None:
-            logprobs = tuple(TokenLogprob(token=t, logprob=_fake_logprob(t)) for t in emitted)
-        done = time.perf_counter()
-        yield StreamDelta(
-            text="",
-            completion=Completion(
-                text=text,
-                finish_reason=finish,  # type: ignore[arg-type]
-                stop_reason=stop_reason if finish == "stop" else None,
-                usage=TokenUsage(
-                    prompt_tokens=_prompt_tokens(request), completion_tokens=len(emitted)
-                ),
-                logprobs=logprobs,
-                worker_id=self.worker_id,
-                request_id=request.request_id,
-                timings=Timings(
-                    first_token_s=(first_token_at - started) if first_token_at else 0.0,
-                    total_s=done - started,
-                ),
-            ),
-        )
+        yield StreamDelta(text="", completion=result.finish(finish, stop_reason))
 
     async def _pause(self, request_id: str, delay: float) -> bool:
         """Sleep one token's time in short slices; True as soon as the request is aborted."""
@@ -162,9 +148,6 @@ class FakeWorker:
                 self._aborted.add(request_id)
             return True
         return False
-
-    async def close(self) -> None:
-        self._closed = True
 
 
 def _fake_logprob(token: str) -> float:
