@@ -1,13 +1,14 @@
-"""Strategy kinds by name, resolved lazily, and the 'kind:key=value,...' spec syntax."""
+"""Strategy kinds by name, resolved lazily (plugins too), and the 'kind:key=value,...' spec
+syntax."""
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, SerializeAsAny, ValidationError
 
 from threadloom.errors import ConfigError
+from threadloom.registry import Registry, canonical_name
 from threadloom.strategies.base import Strategy
 
 STRATEGIES: dict[str, str] = {
@@ -30,22 +31,39 @@ STRATEGIES: dict[str, str] = {
     "concat": "threadloom.strategies.reducers:Concat",
     "tournament": "threadloom.strategies.tournament:Tournament",
 }
-"""kind -> 'module:Class'. A new strategy registers here; nothing else changes."""
+"""kind -> 'module:Class' of the built-in strategies. A new one registers here; nothing else
+changes. Other packages add kinds through the 'threadloom.strategies' entry-point group."""
+
+strategy_kinds: Registry[type[Strategy]] = Registry(
+    "strategy", "strategies", "threadloom.strategies", STRATEGIES
+)
+"""Every strategy kind: the built-in ones and those of installed plugins."""
 
 
 def canonical_kind(kind: str) -> str:
-    return kind.strip().lower().replace("_", "-")
+    """'Best_Of_N' -> 'best-of-n' (aliases are not resolved here)."""
+    return canonical_name(kind)
 
 
 def strategy_class(kind: str) -> type[Strategy]:
-    name = canonical_kind(kind)
-    target = STRATEGIES.get(name)
-    if target is None:
+    """The Strategy subclass of a kind (built-in or from a plugin).
+
+    Raises:
+        ConfigError: an unknown kind, or a plugin whose target is not a Strategy of that kind.
+    """
+    cls: object = strategy_kinds.load(kind)
+    name = strategy_kinds.canonical(kind)
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
         raise ConfigError(
-            f"unknown strategy {kind!r}; valid strategies: {', '.join(sorted(STRATEGIES))}"
+            f"the strategy {name!r} names {cls!r}, which is not a threadloom Strategy subclass; "
+            "its package must register a Strategy class"
         )
-    module, _, attr = target.partition(":")
-    cls: type[Strategy] = getattr(import_module(module), attr)
+    declared = cls.model_fields["kind"].default
+    if declared != name:
+        raise ConfigError(
+            f"the strategy registered as {name!r} declares kind {declared!r}; its package must "
+            "register it under the same name as its `kind` field"
+        )
     return cls
 
 

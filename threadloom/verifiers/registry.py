@@ -1,12 +1,12 @@
 """Verifier kinds by name, resolved lazily: 'numeric', 'math', 'regex:PATTERN', 'contains:a,b',
-'code' (or 'code:guards' for the weaker sandbox)."""
+'code' (or 'code:guards' for the weaker sandbox), and the kinds of installed plugins."""
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Any
 
 from threadloom.errors import ConfigError
+from threadloom.registry import Registry
 from threadloom.verifiers.base import Verifier, make_total
 
 VERIFIERS: dict[str, str] = {
@@ -21,7 +21,19 @@ VERIFIERS: dict[str, str] = {
     "json-schema": "threadloom.verifiers.json_schema:JsonSchemaVerifier",
     "llm-judge": "threadloom.verifiers.llm_judge:LLMJudge",
 }
-"""name -> 'module:Class'. A new verifier registers here; nothing else changes."""
+"""name -> 'module:Class' of the built-in verifiers. A new one registers here; nothing else
+changes. Other packages add kinds through the 'threadloom.verifiers' entry-point group: a class
+built from its options, or with a `from_spec(argument, **options)` classmethod for
+'name:argument' (see `Registry.build`)."""
+
+verifier_kinds: Registry[Any] = Registry(
+    "verifier",
+    "verifiers",
+    "threadloom.verifiers",
+    VERIFIERS,
+    example="regex and contains take an argument, e.g. regex:^\\d+$ or contains:Paris",
+)
+"""Every verifier kind: the built-in ones and those of installed plugins."""
 
 _NEEDS_ARGUMENT = {"regex": "regex:^\\d+$", "contains": "contains:Paris,France"}
 
@@ -43,33 +55,34 @@ def make_verifier(spec: str | Verifier, **options: Any) -> Verifier:
 
 
 def _build(spec: str, **options: Any) -> Verifier:
-    name, _, argument = spec.partition(":")
-    name = name.strip().lower().replace("_", "-")
-    target = VERIFIERS.get(name)
-    if target is None:
-        raise ConfigError(
-            f"unknown verifier {spec!r}; valid verifiers: {', '.join(sorted(VERIFIERS))} "
-            "(regex and contains take an argument, e.g. regex:^\\d+$ or contains:Paris)"
-        )
-    module, _, attr = target.partition(":")
-    cls = getattr(import_module(module), attr)
+    kind, _, argument = spec.partition(":")
+    name = verifier_kinds.canonical(kind)
+    if name not in VERIFIERS:  # a plugin, or unknown (build says which kinds exist)
+        verifier = verifier_kinds.build(kind, argument, **options)
+        if not isinstance(verifier, Verifier):
+            raise ConfigError(
+                f"the verifier plugin {name!r} made a {type(verifier).__name__}, which has no "
+                "`name` and async `score(problem, candidate)`; its package must return a verifier"
+            )
+        return verifier
+    cls = verifier_kinds.load(name)
     if name in _NEEDS_ARGUMENT:
         if not argument:
             raise ConfigError(
                 f"the {name} verifier needs an argument, e.g. {_NEEDS_ARGUMENT[name]}"
             )
         if name == "regex":
-            return cls(argument, **options)  # type: ignore[no-any-return]
-        return cls([k for k in argument.split(",")], **options)  # type: ignore[no-any-return]
+            return cls(argument, **options)
+        return cls([k for k in argument.split(",")], **options)
     if name == "llm-judge" and argument:
         # 'llm-judge:openai:http://host/v1#model=judge': judge with that worker
-        return cls(worker=argument, **options)  # type: ignore[no-any-return]
+        return cls(worker=argument, **options)
     if name == "json-schema" and argument:
         # 'json-schema:schema.json' or the schema inline: 'json-schema:{"type": "object"}'
-        return cls(argument, **options)  # type: ignore[no-any-return]
+        return cls(argument, **options)
     if name == "code" and argument:
         # 'code:guards' opts in to the weaker Python-guard sandbox; 'code:bwrap' is the default
-        return cls(isolation=argument.strip().lower(), **options)  # type: ignore[no-any-return]
+        return cls(isolation=argument.strip().lower(), **options)
     if argument:
         raise ConfigError(f"the {name} verifier takes no argument (got {argument!r})")
-    return cls(**options)  # type: ignore[no-any-return]
+    return cls(**options)

