@@ -56,18 +56,19 @@ _MIN_SHARED_PREFIX = 8
 
 @dataclass
 class EngineOutput:
-    text: str
+    """What the engine alone knows about a finished request (its text went out as deltas)."""
+
     finish_reason: FinishReason
-    stop_string: str | None
     prompt_tokens: int
-    cached_prompt_tokens: int
-    completion_tokens: int
-    logprobs: list[SampledToken] | None
-    drafted_tokens: int
-    accepted_tokens: int
     queued_s: float
-    first_token_s: float
     total_s: float
+    stop_string: str | None = None
+    cached_prompt_tokens: int = 0
+    completion_tokens: int = 0
+    logprobs: list[SampledToken] | None = None
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+    first_token_s: float = 0.0
 
 
 @dataclass
@@ -256,21 +257,13 @@ class BatchedEngine:
         for request in [r for r in self._queue if r.aborted]:
             self._queue.remove(request)
             self._by_id.pop(request.request_id, None)
-            now = time.perf_counter()
+            waited = time.perf_counter() - request.submitted_at
             request.on_done(
                 EngineOutput(
-                    text="",
                     finish_reason="abort",
-                    stop_string=None,
                     prompt_tokens=len(request.prompt_tokens),
-                    cached_prompt_tokens=0,
-                    completion_tokens=0,
-                    logprobs=None,
-                    drafted_tokens=0,
-                    accepted_tokens=0,
-                    queued_s=now - request.submitted_at,
-                    first_token_s=0.0,
-                    total_s=now - request.submitted_at,
+                    queued_s=waited,
+                    total_s=waited,
                 )
             )
         for slot in self._slots:
@@ -590,7 +583,6 @@ class BatchedEngine:
         now = time.perf_counter()
         request.on_done(
             EngineOutput(
-                text=seq.text.text,
                 finish_reason=reason,
                 stop_string=seq.text.matched,
                 prompt_tokens=len(request.prompt_tokens),

@@ -18,18 +18,11 @@ from threadloom.errors import (
     ContextLengthError,
     MissingDependencyError,
     ModelNotFoundError,
-    WorkerDead,
 )
-from threadloom.types import (
-    ChatMessage,
-    Completion,
-    GenerationRequest,
-    Timings,
-    TokenLogprob,
-    TokenUsage,
-)
+from threadloom.types import ChatMessage, Completion, GenerationRequest, TokenLogprob
 from threadloom.unicode_text import replace_lone_surrogates
 from threadloom.workers.base import StreamDelta, WorkerCapabilities
+from threadloom.workers.core import BaseWorker, CompletionBuilder, ThreadBridge
 from threadloom.workers.llamacpp.speculation import (
     SPECULATION_MODES,
     SpeculationConfig,
@@ -49,7 +42,6 @@ from threadloom.workers.llamacpp.engine import BatchedEngine, EngineOutput, Engi
 from threadloom.workers.llamacpp.grammar import gbnf_for
 from threadloom.workers.llamacpp.sampling import TokenConstraint
 
-_DONE = object()
 SLOTS_PER_CORE = 8
 """Batch slots per usable CPU core by default: on the 2-core reference machine the aggregate
 decode rate of SmolLM2-135M grows to about 8 sequences per core (104 tok/s at 8, 109 at 16)
@@ -67,7 +59,7 @@ def default_slots() -> int:
     return max(4, min(MAX_DEFAULT_SLOTS, SLOTS_PER_CORE * cores))
 
 
-class LlamaCppWorker:
+class LlamaCppWorker(BaseWorker):
     """Generates with a GGUF model in this process; many requests share each forward pass.
 
     Args:
@@ -137,7 +129,6 @@ class LlamaCppWorker:
             if self.model_path == _bundled_or_none()
             else metadata.get("general.name", self.model_path.name)
         )
-        self._closed = False
 
     @property
     def capabilities(self) -> WorkerCapabilities:
@@ -264,60 +255,39 @@ class LlamaCppWorker:
 
     # ----- Worker protocol ------------------------------------------------------------------
 
-    async def generate(self, request: GenerationRequest) -> Completion:
-        final: Completion | None = None
-        async for delta in self.stream(request):
-            if delta.completion is not None:
-                final = delta.completion
-        assert final is not None
-        return final
-
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
-        if self._closed:
-            raise WorkerDead(f"worker {self.worker_id} is closed; create a new one")
+        self.check_open()
         tokens = self._encode(request)
         constraint = self._constraint(request)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-
-        def deliver(item: StreamDelta | EngineOutput | BaseException) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the caller's event loop is closed: nobody reads this request
-                self._engine.abort(request.request_id)
-
+        rid = request.request_id
+        result = CompletionBuilder(request, self.worker_id, prompt_tokens=len(tokens))
+        bridge: ThreadBridge[StreamDelta | EngineOutput] = ThreadBridge(
+            abort=lambda: self._engine.abort(rid),
+            is_last=lambda item: isinstance(item, EngineOutput),
+        )
         counted = 0
 
         def on_delta(text: str) -> None:  # on the engine thread, with `decoded` up to date
             nonlocal counted
             fresh, counted = engine_request.decoded - counted, engine_request.decoded
-            deliver(StreamDelta(text=text, tokens=fresh))
+            result.add(text, fresh)
+            bridge.put(StreamDelta(text=text, tokens=fresh))
 
         engine_request = EngineRequest(
-            request_id=request.request_id,
+            request_id=rid,
             prompt_tokens=tokens,
             params=request.params,
             on_delta=on_delta,
-            on_done=deliver,
+            on_done=bridge.put,
             constraint=constraint,
+            submitted_at=result.started,
         )
         self._engine.submit(engine_request)
-        finished = False
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, StreamDelta):
-                    yield item
-                    continue
-                finished = True
-                if isinstance(item, BaseException):
-                    raise item
-                yield StreamDelta(text="", completion=self._completion(request, item))
-                return
-        finally:
-            if not finished:
-                # the consumer stopped listening or was cancelled: stop decoding at once
-                self._engine.abort(request.request_id)
+        async for item in bridge.drain():
+            if isinstance(item, StreamDelta):
+                yield item
+            else:
+                yield StreamDelta(text="", completion=self._completion(result, item))
 
     def _constraint(self, request: GenerationRequest) -> TokenConstraint | None:
         """The grammar that enforces the request's structured output, if it asks for one."""
@@ -332,35 +302,23 @@ class LlamaCppWorker:
             )
         return self._engine.grammar(gbnf_for(structured))
 
-    def _completion(self, request: GenerationRequest, out: EngineOutput) -> Completion:
-        logprobs = None
-        if out.logprobs is not None:
-            logprobs = tuple(
+    def _completion(self, result: CompletionBuilder, out: EngineOutput) -> Completion:
+        """The final Completion: the streamed text plus what only the engine counted."""
+        result.completion_tokens = out.completion_tokens
+        result.cached_prompt_tokens = out.cached_prompt_tokens
+        result.drafted_tokens, result.accepted_tokens = out.drafted_tokens, out.accepted_tokens
+        result.queued_s = out.queued_s
+        result.first_token_s = out.first_token_s
+        if out.logprobs is not None and result.logprobs is not None:
+            result.logprobs[:] = [
                 TokenLogprob(
                     token=self._piece_text(s.token),
                     logprob=s.logprob,
                     top={self._piece_text(t): lp for t, lp in s.top},
                 )
                 for s in out.logprobs
-            )
-        return Completion(
-            text=out.text,
-            finish_reason=out.finish_reason,
-            stop_reason=out.stop_string,
-            usage=TokenUsage(
-                prompt_tokens=out.prompt_tokens,
-                completion_tokens=out.completion_tokens,
-                cached_prompt_tokens=out.cached_prompt_tokens,
-            ),
-            logprobs=logprobs,
-            worker_id=self.worker_id,
-            request_id=request.request_id,
-            timings=Timings(
-                queued_s=out.queued_s, first_token_s=out.first_token_s, total_s=out.total_s
-            ),
-            drafted_tokens=out.drafted_tokens,
-            accepted_tokens=out.accepted_tokens,
-        )
+            ]
+        return result.finish(out.finish_reason, out.stop_string)
 
     def _piece_text(self, token: int) -> str:
         return self._engine.piece(token).decode("utf-8", errors="replace")
@@ -368,10 +326,7 @@ class LlamaCppWorker:
     async def abort(self, request_id: str) -> bool:
         return self._engine.abort(request_id)
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    async def _shutdown(self) -> None:
         await asyncio.to_thread(self._engine.close)
         self._llama.close()
 
