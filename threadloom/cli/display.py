@@ -11,7 +11,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from threadloom.errors import ConfigError
-from threadloom.strategies.graph import Graph
+from threadloom.graph.plan import Graph
 from threadloom.unicode_text import replace_lone_surrogates
 
 

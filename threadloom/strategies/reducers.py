@@ -1,12 +1,16 @@
-"""Reducers: strategies that combine the candidates of upstream graph nodes."""
+"""Reducer strategies: thin adapters that let a plan name a reducer as a strategy kind.
+
+Each scores its inputs if it needs a verifier (I/O through the run context), calls the pure
+reducer of `threadloom.graph.reducers`, and records the outcome in the thought graph.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from threadloom.graph import reducers
 from threadloom.strategies.base import Strategy
 from threadloom.types import Candidate
-from threadloom.verifiers.voting import VoteGroup, logprob_of, rank_by_score, vote
 
 if TYPE_CHECKING:
     from threadloom.orchestrator.context import RunContext
@@ -20,7 +24,7 @@ class Concat(Strategy):
     consumes_inputs: ClassVar[bool] = True
 
     async def run(self, ctx: RunContext, inputs: list[Candidate]) -> list[Candidate]:
-        return list(inputs)
+        return reducers.concat(inputs)
 
 
 class Select(Strategy):
@@ -36,7 +40,7 @@ class Select(Strategy):
         judge = ctx.verifier(self.verifier)
         if judge is not None:
             await ctx.score_all([c for c in inputs if judge.name not in c.scores], self.verifier)
-        ranked = rank_by_score(inputs, judge.name if judge else None)
+        ranked = reducers.select(inputs, judge.name if judge else None)
         if ranked and ranked[0].node_id:
             ctx.trace.add(
                 "select", label=f"best of {len(ranked)}", parents=[(ranked[0].node_id, "select")]
@@ -57,24 +61,14 @@ class Vote(Strategy):
         judge = ctx.verifier(self.verifier) if self.verifier else None
         if judge is not None:
             await ctx.score_all([c for c in inputs if judge.name not in c.scores], self.verifier)
-            name = judge.name
-
-            def weight(c: Candidate) -> float:
-                return c.score_value(name) or 0.0
-        else:
-            weight = None  # type: ignore[assignment]
-
-        def tie_break(group: VoteGroup) -> float:
-            return max(logprob_of(m) for m in group.members)
-
-        groups = vote(inputs, ctx.problem.answer_format, weight=weight, tie_break=tie_break)
-        ordered = [m for g in groups for m in sorted(g.members, key=logprob_of, reverse=True)]
-        seen = {id(c) for c in ordered}
-        ordered.extend(c for c in inputs if id(c) not in seen)
-        if groups:
+        outcome = reducers.vote(
+            inputs, ctx.problem.answer_format, weight_by=judge.name if judge else None
+        )
+        if outcome.groups:
+            winner = outcome.groups[0]
             ctx.trace.add(
                 "vote",
-                label=f"{groups[0].members[0].answer} ({groups[0].weight:.3g})",
-                parents=[(m.node_id, "join") for m in groups[0].members if m.node_id],
+                label=f"{winner.members[0].answer} ({winner.weight:.3g})",
+                parents=[(m.node_id, "join") for m in winner.members if m.node_id],
             )
-        return ordered
+        return outcome.ranked

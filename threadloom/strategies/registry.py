@@ -25,7 +25,7 @@ STRATEGIES: dict[str, str] = {
     "a-star": "threadloom.strategies.astar:AStar",
     "particle-filtering": "threadloom.strategies.particles:ParticleFiltering",
     "weighted-majority": "threadloom.strategies.weighted_majority:WeightedMajority",
-    "graph": "threadloom.strategies.graph:Graph",
+    "graph": "threadloom.graph.plan:Graph",
     "vote": "threadloom.strategies.reducers:Vote",
     "select": "threadloom.strategies.reducers:Select",
     "concat": "threadloom.strategies.reducers:Concat",
