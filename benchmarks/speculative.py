@@ -32,8 +32,8 @@ from rich.console import Console
 from rich.table import Table
 
 from threadloom.types import ChatMessage, Completion, GenerationRequest, SamplingParams
-from threadloom.workers.base import Worker
-from threadloom.workers.llamacpp.speculation import SpeculationMode
+from threadloom.workers.base import SupportsStats, Worker
+from threadloom.workers.llamacpp.speculation import SpeculationMode, SpeculationState
 from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
 CODE = """def mean(values):
@@ -167,9 +167,9 @@ async def bench_backend(
             )
         table.add_section()
     console.print(table)
-    state_of = getattr(workers.get("adaptive"), "speculation_state", None)
-    if callable(state_of):
-        state = state_of()
+    adaptive = workers.get("adaptive")
+    if isinstance(adaptive, SupportsStats) and "preferred" in adaptive.stats()["speculation"]:
+        state = SpeculationState.model_validate(adaptive.stats()["speculation"])
         console.print(
             f"adaptive controller: prefers {state.preferred}; goodput on {state.goodput_on} vs "
             f"off {state.goodput_off} tok/s, speculation {state.speedup}x; {state.probes} probes, "

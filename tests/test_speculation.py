@@ -17,6 +17,7 @@ from threadloom.workers.llamacpp.speculation import (
     PromptLookup,
     SpeculationConfig,
     SpeculationController,
+    SpeculationState,
 )
 from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
@@ -384,7 +385,7 @@ async def test_adaptive_worker_measures_both_modes() -> None:
     try:
         for prompt in COPY_PROMPTS * 2:
             await worker.generate(chat(prompt, temperature=0, max_tokens=48))
-        state = worker.speculation_state()
+        state = SpeculationState.model_validate(worker.stats()["speculation"])
     finally:
         await worker.close()
     assert state.mode == "adaptive"

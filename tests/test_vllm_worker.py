@@ -417,13 +417,13 @@ async def test_ngram_speculation_keeps_greedy_output_and_counts(
         out = await spec.generate(chat(COPY_TASK, temperature=0, max_tokens=60))
         assert out.text == baseline.text
         assert out.drafted_tokens > 0 and 0 < out.accepted_tokens <= out.drafted_tokens
-        stats = spec.speculation_stats()  # type: ignore[attr-defined]
-        assert stats.method == "ngram" and stats.requests == 1
-        assert stats.drafted_tokens >= out.drafted_tokens > 0
-        assert stats.accepted_tokens >= out.accepted_tokens
-        assert stats.acceptance_rate is not None and 0 < stats.acceptance_rate <= 1
-        assert stats.mean_accepted_length is not None and stats.mean_accepted_length > 0
-        assert worker.speculation_stats().drafted_tokens == 0
+        stats = spec.stats()["speculation"]
+        assert stats["method"] == "ngram" and stats["requests"] == 1
+        assert stats["drafted_tokens"] >= out.drafted_tokens > 0
+        assert stats["accepted_tokens"] >= out.accepted_tokens
+        assert stats["acceptance_rate"] is not None and 0 < stats["acceptance_rate"] <= 1
+        assert stats["mean_accepted_length"] is not None and stats["mean_accepted_length"] > 0
+        assert worker.stats()["speculation"]["drafted_tokens"] == 0
     finally:
         await spec.close()
     assert engine_processes() <= before

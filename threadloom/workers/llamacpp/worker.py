@@ -27,7 +27,6 @@ from threadloom.workers.llamacpp.speculation import (
     SPECULATION_MODES,
     SpeculationConfig,
     SpeculationMode,
-    SpeculationState,
 )
 from threadloom.workers.models import BUNDLED_NAME, bundled_model_path, resolve_model_path
 
@@ -142,15 +141,12 @@ class LlamaCppWorker(BaseWorker):
         )
 
     def stats(self) -> dict[str, Any]:
-        """Engine counters: steps, decoded and prefilled tokens, prefix-cache hits, and the
-        speculation state (as plain data)."""
+        """Engine counters: steps, decoded and prefilled tokens, prefix-cache hits, and under
+        "speculation" the mode in use, its measured goodput and its draft counters (a
+        `SpeculationState` as plain data)."""
         stats: dict[str, Any] = dict(self._engine.stats().__dict__)
-        stats["speculation"] = self.speculation_state().model_dump()
+        stats["speculation"] = self._engine.speculation.state().model_dump()
         return stats
-
-    def speculation_state(self) -> SpeculationState:
-        """The speculation mode in use, its measured goodput and its draft counters."""
-        return self._engine.speculation.state()
 
     # ----- prompt building ------------------------------------------------------------------
 

@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from threadloom.errors import ConfigError, WorkerDead, WorkerError
-from threadloom.types import (
-    Completion,
-    FinishReason,
-    GenerationRequest,
-    Timings,
-    TokenLogprob,
-    TokenUsage,
-)
+from threadloom.types import Completion, FinishReason, GenerationRequest, TokenLogprob
+from threadloom.workers.core import CompletionBuilder
 from threadloom.workers.vllm.config import VLLMConfig
 
 
@@ -139,23 +132,14 @@ class WorkerCounters:
 
 
 class RequestResult:
-    """Accumulates one request's delta outputs into a Completion."""
+    """Reads one request's delta outputs into its CompletionBuilder."""
 
-    def __init__(self, request: GenerationRequest, prompt_tokens: int) -> None:
+    def __init__(self, request: GenerationRequest, prompt_tokens: int, worker_id: str) -> None:
         self.request = request
-        self.prompt_tokens = prompt_tokens
-        self.started = time.perf_counter()
-        self.first_token_s = 0.0
-        self.queued_s = 0.0
-        self.parts: list[str] = []
-        self.tokens = 0
-        self.cached = 0
-        self.logprobs: list[TokenLogprob] = []
+        self.result = CompletionBuilder(request, worker_id, prompt_tokens=prompt_tokens)
         self.finish_reason: FinishReason = "abort"
         """Until vLLM says otherwise: a request aborted before it started has no output."""
         self.stop_reason: str | None = None
-        self.drafted = 0
-        self.accepted = 0
         self.spec_reported = False
 
     def add(self, output: Any) -> tuple[str, bool]:
@@ -163,17 +147,17 @@ class RequestResult:
         if not output.outputs:
             return "", bool(output.finished)
         sample = output.outputs[0]
-        if sample.token_ids and not self.first_token_s:
-            self.first_token_s = time.perf_counter() - self.started
-        self.tokens += len(sample.token_ids)
-        self.parts.append(sample.text)
-        self.cached = max(self.cached, output.num_cached_tokens or 0)
+        result = self.result
         top = self.request.params.logprobs
+        logprobs = None
         if top is not None and sample.logprobs is not None:
-            self.logprobs.extend(convert_logprobs(sample.token_ids, sample.logprobs, top))
+            logprobs = convert_logprobs(sample.token_ids, sample.logprobs, top)
+        result.add(sample.text, len(sample.token_ids), logprobs)
+        cached = output.num_cached_tokens or 0
+        result.cached_prompt_tokens = max(result.cached_prompt_tokens, cached)
         metrics: Any = getattr(output, "metrics", None)
         if getattr(metrics, "scheduled_ts", 0) > 0:
-            self.queued_s = max(0.0, metrics.scheduled_ts - metrics.queued_ts)
+            result.queued_s = max(0.0, metrics.scheduled_ts - metrics.queued_ts)
         if output.finished:
             self._finish(sample)
         return sample.text, bool(output.finished)
@@ -187,29 +171,12 @@ class RequestResult:
         spec = getattr(sample, "spec_decode_metrics", None)
         if spec is not None:
             self.spec_reported = True
-            self.drafted = int(spec.num_draft_tokens)
-            self.accepted = sum(j * count for j, count in enumerate(spec.histogram))
+            self.result.drafted_tokens = int(spec.num_draft_tokens)
+            self.result.accepted_tokens = sum(j * count for j, count in enumerate(spec.histogram))
 
-    def completion(self, worker_id: str) -> Completion:
-        total = time.perf_counter() - self.started
-        return Completion(
-            text="".join(self.parts),
-            finish_reason=self.finish_reason,
-            stop_reason=self.stop_reason,
-            usage=TokenUsage(
-                prompt_tokens=self.prompt_tokens,
-                completion_tokens=self.tokens,
-                cached_prompt_tokens=min(self.cached, self.prompt_tokens),
-            ),
-            logprobs=tuple(self.logprobs) if self.request.params.logprobs is not None else None,
-            worker_id=worker_id,
-            request_id=self.request.request_id,
-            timings=Timings(
-                queued_s=self.queued_s, first_token_s=self.first_token_s or total, total_s=total
-            ),
-            drafted_tokens=self.drafted,
-            accepted_tokens=self.accepted,
-        )
+    def completion(self) -> Completion:
+        """The final Completion of what was read."""
+        return self.result.finish(self.finish_reason, self.stop_reason)
 
 
 def convert_logprobs(token_ids: Any, positions: Any, top: int) -> list[TokenLogprob]:

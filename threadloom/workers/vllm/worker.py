@@ -16,7 +16,7 @@ Speculative decoding counters:
 - per request (`Completion.drafted_tokens` / `accepted_tokens`): vLLM's per-request metrics
   (`per_request_spec_decode_metrics="summary"`, turned on with a speculative config). vLLM
   reports them when a request finishes, so an aborted request reports none.
-- per worker (`speculation_stats()`): every verification step of every request, aborted ones
+- per worker (`stats()["speculation"]`): every verification step of every request, aborted ones
   included, as the engine's scheduler reports them to a stats logger the worker installs;
   `requests_*` fields sum the per-request counters of finished requests.
 
@@ -45,20 +45,16 @@ from threadloom.errors import (
     ModelNotFoundError,
     WorkerDead,
 )
-from threadloom.types import Completion, GenerationRequest, SamplingParams
-from threadloom.workers.base import StreamDelta, WorkerCapabilities, collect_stream
+from threadloom.types import GenerationRequest, SamplingParams
+from threadloom.workers.base import StreamDelta, WorkerCapabilities
+from threadloom.workers.core import BaseWorker, ThreadBridge
 from threadloom.workers.vllm.config import (
     VLLMConfig,
     build_config,
     check_engine_fields,
     check_speculation_fields,
 )
-from threadloom.workers.vllm.outputs import (
-    RequestResult,
-    VLLMSpeculationStats,
-    WorkerCounters,
-    translate_error,
-)
+from threadloom.workers.vllm.outputs import RequestResult, WorkerCounters, translate_error
 from threadloom.workers.vllm.sampling import vllm_sampling_arguments
 
 logger = logging.getLogger(__name__)
@@ -212,7 +208,7 @@ async def _start_engine(config: VLLMConfig, counters: WorkerCounters) -> _Engine
     )
 
 
-class VLLMWorker:
+class VLLMWorker(BaseWorker):
     """Generates (or, with runner="pooling", scores) with a vLLM engine in this process.
 
     Args:
@@ -246,7 +242,6 @@ class VLLMWorker:
         self._counters = WorkerCounters()
         self._live: dict[str, _Live] = {}
         self._warned_seed = False
-        self._closed = False
         # Everything vLLM runs on the engine thread, whose stack does not hold this frame:
         # vLLM keeps some frames alive (module bodies), whose f_back chains would otherwise
         # keep `self` alive and its finalizer from stopping the engine when it is dropped.
@@ -333,11 +328,8 @@ class VLLMWorker:
             model=self.config.model,
         )
 
-    async def generate(self, request: GenerationRequest) -> Completion:
-        return await collect_stream(self.stream(request))
-
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
-        self._check_open()
+        self.check_open()
         if self.config.runner != "generate":
             raise ConfigError(
                 f"worker {self.worker_id} hosts a pooling model; it scores (encode), it does "
@@ -348,63 +340,51 @@ class VLLMWorker:
             raise ConfigError(f"request id {rid!r} is already running on {self.worker_id}")
         tokens = self._encode(request)
         params = self._sampling_params(request.params)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
         live = self._live[rid] = _Live()
-        result = RequestResult(request, len(tokens))
-        pump = live.pump = self._host.submit(self._pump(rid, live, tokens, params, loop, queue))
-        finished = False
+
+        def stop() -> None:  # the consumer went away: stop decoding at once
+            live.aborted = True
+            if not self._closed:
+                if live.pump is not None:
+                    live.pump.cancel()
+                self._host.submit(self._engine.abort(rid))
+
+        bridge: ThreadBridge[Any] = ThreadBridge(
+            abort=stop, is_last=lambda item: item is _ABORTED_EARLY or bool(item.finished)
+        )
+        result = RequestResult(request, len(tokens), self.worker_id)
+        live.pump = self._host.submit(self._pump(rid, live, tokens, params, bridge))
         try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    finished = True
-                    raise translate_error(item, self.worker_id) from item
+            async for item in bridge.drain():
                 text, done = ("", True) if item is _ABORTED_EARLY else result.add(item)
                 if text:
                     yield StreamDelta(text=text)
                 if done:
-                    finished = True
-                    completion = result.completion(self.worker_id)
+                    completion = result.completion()
                     self._counters.record_completion(
                         completion, spec_reported=result.spec_reported
                     )
                     yield StreamDelta(text="", completion=completion)
-                    return
         finally:
             self._live.pop(rid, None)
-            if not finished and not self._closed:
-                # the consumer stopped listening or was cancelled: stop decoding at once
-                pump.cancel()
-                self._host.submit(self._engine.abort(rid))
 
     async def _pump(
-        self,
-        rid: str,
-        live: _Live,
-        tokens: list[int],
-        params: Any,
-        loop: asyncio.AbstractEventLoop,
-        queue: asyncio.Queue[Any],
+        self, rid: str, live: _Live, tokens: list[int], params: Any, bridge: ThreadBridge[Any]
     ) -> None:
         """On the engine loop: run one request and hand its outputs to the caller's loop."""
-
-        def put(item: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the caller's loop has closed: nobody reads this request
-                live.aborted = True
-
         if live.aborted:
-            put(_ABORTED_EARLY)
+            bridge.put(_ABORTED_EARLY)
             return
         try:
             async for output in self._engine.generate(self._engine_input(tokens), params, rid):
-                put(output)
+                bridge.put(output)
                 if live.aborted and not output.finished:
                     await self._engine.abort(rid)  # an abort that raced the request's start
         except BaseException as exc:  # the caller raises it (cancelled: the worker closed)
-            put(exc)
+            error = translate_error(exc, self.worker_id)
+            if error is not exc:
+                error.__cause__ = exc
+            bridge.put(error)
             if not isinstance(exc, Exception):
                 raise
 
@@ -426,12 +406,10 @@ class VLLMWorker:
         pumps = [asyncio.wrap_future(live.pump) for _, live in running if live.pump is not None]
         if pumps:  # let the abort outputs reach their streams before the engine goes
             await asyncio.wait(pumps, timeout=10.0)
-        self._closed = True
-        await asyncio.to_thread(self._finalizer)
+        await super().close()
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise WorkerDead(f"worker {self.worker_id} is closed; create a new one")
+    async def _shutdown(self) -> None:
+        await asyncio.to_thread(self._finalizer)
 
     # ----- pooling (reward models) ----------------------------------------------------------
 
@@ -439,9 +417,10 @@ class VLLMWorker:
         """Pool one prompt (runner="pooling"): the pooler's output as nested lists.
 
         A process reward model with step pooling returns one row of class probabilities per
-        step marker; `threadloom.verifiers.vllm_prm.VLLMProcessRewardModel` reads them.
+        step marker; `threadloom.verifiers.vllm_prm.VLLMProcessRewardModel` reads them. This is
+        the `SupportsEncode` protocol.
         """
-        self._check_open()
+        self.check_open()
         if self.config.runner != "pooling":
             raise ConfigError(
                 f"worker {self.worker_id} runs runner='generate'; create it with "
@@ -469,12 +448,10 @@ class VLLMWorker:
 
     # ----- statistics -----------------------------------------------------------------------
 
-    def speculation_stats(self) -> VLLMSpeculationStats:
-        """Speculative-decoding counters of this worker (zeros when speculation is off)."""
-        return self._counters.speculation(self.config)
-
     def stats(self) -> dict[str, Any]:
-        """Served requests and tokens, prefix-cache hits (tokens) and speculation (plain data)."""
+        """Served requests and tokens, prefix-cache hits (tokens), and under "speculation" the
+        speculative-decoding counters (a `VLLMSpeculationStats` as plain data; zeros when
+        speculation is off)."""
         return self._counters.summary(self.config, live_requests=len(self._live))
 
 
