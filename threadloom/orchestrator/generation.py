@@ -72,13 +72,18 @@ class GenerationGuard:
 
     async def run(self) -> AsyncIterator[StreamDelta]:
         """The accepted deltas; the last one carries the Completion."""
-        loop = asyncio.get_running_loop()
-        timer = None if self.deadline is None else loop.call_at(self.deadline, self._expire)
-        self._stream = aiter(self.worker.stream(self.request))
+        timer = None
+        if self.deadline is not None:
+            timer = asyncio.get_running_loop().call_at(self.deadline, self._expire)
+        stream = self._stream = aiter(self.worker.stream(self.request))
         try:
             while True:
+                delta: StreamDelta | None
                 try:
-                    delta = await self._next()
+                    if self._stop_reading_at is None:
+                        delta = await anext(stream)
+                    else:
+                        delta = await self._next_before(self._stop_reading_at)
                 except StopAsyncIteration:
                     break
                 if delta is None:
@@ -92,7 +97,10 @@ class GenerationGuard:
                 if self._cut and self._aborting is None:
                     await self._abort_now()
                 if delta.completion is not None:
-                    yield StreamDelta(text=text, completion=self._final(delta.completion))
+                    await self._end_stream()
+                    if self._cut:
+                        delta = StreamDelta(text=text, completion=self._final(delta.completion))
+                    yield delta
                     return
                 if text:
                     yield delta if text == delta.text else StreamDelta(text=text)
@@ -119,12 +127,10 @@ class GenerationGuard:
             request_id=self.request.request_id,
         )
 
-    async def _next(self) -> StreamDelta | None:
+    async def _next_before(self, stop_reading_at: float) -> StreamDelta | None:
         """The worker's next delta; None once the time to read it has run out."""
         assert self._stream is not None
-        if self._stop_reading_at is None:
-            return await anext(self._stream)
-        limit = asyncio.timeout_at(self._stop_reading_at)
+        limit = asyncio.timeout_at(stop_reading_at)
         try:
             async with limit:
                 return await anext(self._stream)
@@ -132,6 +138,29 @@ class GenerationGuard:
             if limit.expired():
                 return None
             raise
+
+    async def _end_stream(self) -> None:
+        """Let the worker's stream run to its end after its final delta.
+
+        A stream left suspended would be closed later by the event loop's finaliser, which
+        costs the loop a wake-up per generation. One that yields past its final delta or does
+        not end in time is closed; an error it raises then is logged, as the completion stands.
+        """
+        assert self._stream is not None
+        try:
+            if self._stop_reading_at is None:
+                await anext(self._stream)
+            else:
+                await self._next_before(self._stop_reading_at)
+        except StopAsyncIteration:
+            return
+        except Exception as exc:
+            logger.warning(
+                "worker %s failed after completing request %s: %s",
+                self.worker.worker_id, self.request.request_id, exc,
+            )
+            return
+        await self._close_stream()
 
     def _accept(self, delta: StreamDelta) -> str:
         """Count a delta's tokens against the grant; the text to deliver ("" past the grant)."""
