@@ -8,6 +8,7 @@
     │   ├── ModelNotFoundError      a model file that does not exist or cannot be loaded
     │   ├── ContextLengthError      a prompt that does not fit the model's context window
     │   ├── MissingDependencyError  an optional extra is not installed (also an ImportError)
+    │   ├── DatasetUnavailableError a Hub dataset neither cached nor downloadable here
     │   ├── AuthenticationError     a server refused the credentials (HTTP 401/403)
     │   └── BadRequestError         a server rejected the request as invalid (other HTTP 4xx)
     ├── WorkerError                 a backend failed while generating
@@ -58,6 +59,11 @@ class MissingDependencyError(ConfigError, ImportError):
             f"{feature} needs the '{package}' package, which is not installed. "
             f"Install it with: pip install 'threadloom[{extra}]'"
         )
+
+
+class DatasetUnavailableError(ConfigError):
+    """A Hub dataset is not in the local cache and cannot be downloaded; the message says how
+    to get it here."""
 
 
 class AuthenticationError(ConfigError):

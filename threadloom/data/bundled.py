@@ -79,28 +79,31 @@ def load_math500(limit: int | None = None) -> list[Problem]:
     return problems
 
 
+def humaneval_problem(row: Record, source: str, line: int, dataset: str) -> Problem:
+    """One HumanEval task (task_id, prompt, test, entry_point, canonical_solution columns)."""
+    code = require_text(row, "prompt", source, line)
+    return Problem(
+        prompt=f"{HUMANEVAL_INSTRUCTION}\n\n```python\n{code.rstrip()}\n```",
+        reference=None,
+        answer_format="code",
+        id=require_text(row, "task_id", source, line),
+        metadata={
+            "verifier": "code",
+            "dataset": dataset,
+            "prompt_code": code,
+            "test": require_text(row, "test", source, line),
+            "entry_point": require_text(row, "entry_point", source, line),
+            "canonical_solution": require_text(row, "canonical_solution", source, line),
+        },
+    )
+
+
 def load_humaneval(limit: int | None = None) -> list[Problem]:
     """Python functions to complete from a signature and docstring, graded by unit tests."""
-    problems = []
-    for source, line, row in _rows(HUMANEVAL_FILE, limit):
-        code = require_text(row, "prompt", source, line)
-        problems.append(
-            Problem(
-                prompt=f"{HUMANEVAL_INSTRUCTION}\n\n```python\n{code.rstrip()}\n```",
-                reference=None,
-                answer_format="code",
-                id=require_text(row, "task_id", source, line),
-                metadata={
-                    "verifier": "code",
-                    "dataset": "humaneval",
-                    "prompt_code": code,
-                    "test": require_text(row, "test", source, line),
-                    "entry_point": require_text(row, "entry_point", source, line),
-                    "canonical_solution": require_text(row, "canonical_solution", source, line),
-                },
-            )
-        )
-    return problems
+    return [
+        humaneval_problem(row, source, line, "humaneval")
+        for source, line, row in _rows(HUMANEVAL_FILE, limit)
+    ]
 
 
 def game24_prompt(numbers: list[int]) -> str:

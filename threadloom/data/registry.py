@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict
 
 from threadloom.data import arithmetic, bundled, instructions
 from threadloom.data.jsonl import check_limit
+from threadloom.data.options import parse_options
+from threadloom.data.sources import SourceOptions, is_source, open_source
 from threadloom.errors import ConfigError
 from threadloom.types import AnswerFormat, Problem
 
@@ -163,24 +165,43 @@ def load(
 ) -> list[Problem]:
     """Load a named dataset as problems.
 
+    The name decides the loader: a bundled or generated set by its name, `hf:` a Hugging
+    Face Hub dataset, anything else the path of a data file or `save_to_disk` folder.
+
     Args:
-        name: One of "gsm8k", "math500", "humaneval", "game24", "arithmetic", "instructions".
-        split: The split to load; every set here has only "test".
+        name: One of "gsm8k", "math500", "humaneval", "game24", "arithmetic", "instructions";
+            `hf:NAME[:CONFIG]:SPLIT` (e.g. "hf:openai/gsm8k:main:test"); or a path ending in
+            .jsonl, .parquet, .arrow, .json or .csv, or a folder.
+        split: The split to load; every named set here has only "test". For a folder holding
+            several splits, the one to read.
         limit: Keep only the first N problems.
         seed: Picks the problems of a generated set; the bundled sets ignore it.
-        **options: Options of a generated set: `difficulty` (1-3) and `size`.
+        **options: Options of a generated set: `difficulty` (1-3) and `size`. For a Hub
+            dataset or a file, its field mapping: `field`, `answer_field`, `id_field`,
+            `answer_format`, `verifier` (see `SourceOptions`).
 
     Returns:
         The problems, each with its grading verifier's name in metadata["verifier"].
 
     Raises:
         ConfigError: An unknown name, split or option; the message lists the valid ones.
+        MissingDependencyError: A Hub dataset or a non-JSONL file without the `datasets`
+            extra.
+        DatasetUnavailableError: A Hub dataset that is neither cached nor downloadable.
     """
     key = name.strip().lower()
     dataset = _DATASETS.get(key)
+    if dataset is None and is_source(name):
+        source_options = parse_options(SourceOptions, name, options)
+        if split != "test":
+            source_options = source_options.model_copy(update={"split": split})
+        return open_source(name, source_options, limit=limit).problems
     if dataset is None:
-        hint = "; to read your own file use load_jsonl(path)" if key.endswith(".jsonl") else ""
-        raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(_DATASETS)}{hint}")
+        raise ConfigError(
+            f"unknown dataset {name!r}; valid datasets: {', '.join(_DATASETS)}, "
+            "hf:NAME[:CONFIG]:SPLIT (a Hugging Face Hub dataset), or the path of a .jsonl, "
+            ".parquet, .arrow, .json or .csv file or a save_to_disk folder"
+        )
     if split not in dataset.info.splits:
         raise ConfigError(
             f"dataset {key!r} has no split {split!r}; valid splits: "
