@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from threadloom.cli.application import _print_result
+from threadloom.cli.results import print_result
 from threadloom.orchestrator.runner import arun
 from threadloom.types import Problem
 from threadloom.verifiers.extract import extract_answer
@@ -53,7 +53,7 @@ async def one_pass(reply: str) -> None:
         {"kind": "json_keys", "keys": ["a"]}, {"kind": "max_words", "count": 5}]})
     for spec in ("game24", "rules"):
         await make_verifier(spec).score(problem, result.candidates[0])
-    _print_result(result, Console(file=io.StringIO(), width=150))
+    print_result(result, Console(file=io.StringIO(), width=150))
 
 
 def slowest(reply: str, repeats: int) -> float:

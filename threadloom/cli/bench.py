@@ -11,14 +11,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from threadloom.cli.compare import compare_command
-from threadloom.cli.console import WIDE, console, err_console, fail
+from threadloom.cli.console import console, err_console, fail, table_console
+from threadloom.cli.options import (
+    ClusterOption,
+    LogLevelOption,
+    OldClusterOption,
+    config_option,
+    renamed,
+    worker_spec,
+)
 from threadloom.errors import ConfigError, ThreadloomError
 from threadloom.evaluation.allocation import BatchBudget, run_budget_bench
 from threadloom.evaluation.bench import Verifiers, pending_count, record_key, run_bench
@@ -159,7 +166,7 @@ def print_summary(summaries: list[StrategySummary], title: str) -> None:
             f"{s.total_wall_time_s:.1f}",
             f"{s.tokens_per_s:.0f}",
         )
-    out = console if console.is_terminal else Console(width=WIDE)
+    out = table_console()
     out.print(table)
     out.print(
         "[dim]accuracy: chosen answer correct · coverage: any candidate correct "
@@ -186,8 +193,7 @@ def print_difficulty(rows: list[DifficultyRow]) -> None:
             f"{row.mean_completion_tokens:.0f}",
             f"{100 * row.accuracy:.0f}%",
         )
-    out = console if console.is_terminal else Console(width=WIDE)
-    out.print(table)
+    table_console().print(table)
 
 
 @bench_app.callback(invoke_without_command=True)
@@ -243,10 +249,12 @@ def bench_command(
     ] = False,
     plot: Annotated[Path | None, typer.Option(help="Write the scaling plot (PNG).")] = None,
     model: Annotated[Path | None, typer.Option(help="A GGUF model (default: bundled).")] = None,
-    worker: Annotated[str | None, typer.Option(help="Worker spec instead of --model.")] = None,
-    workers: Annotated[
-        Path | None, typer.Option("--workers", help="Cluster file (YAML): pools of Ray actors.")
+    worker: Annotated[
+        str | None,
+        typer.Option(help="Worker spec instead of --model (default: $THREADLOOM_WORKER)."),
     ] = None,
+    cluster: ClusterOption = None,
+    old_cluster: OldClusterOption = None,
     ray_address: Annotated[
         str | None, typer.Option(help="Run on this Ray cluster ('auto': this machine's).")
     ] = None,
@@ -266,13 +274,16 @@ def bench_command(
             "runs besides any -s strategies).",
         ),
     ] = None,
+    config: Annotated[Path | None, config_option()] = None,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Evaluate strategies on a dataset: accuracy, coverage and compute, resumable."""
     if ctx.invoked_subcommand is not None:
         return
     from threadloom.strategies.registry import make_strategy
 
-    spec = worker or (f"llamacpp:{model}" if model else None)
+    workers = renamed(cluster, old_cluster, new_flag="--cluster", old_flag="--workers")
+    spec = worker_spec(worker, model)
     stack = ExitStack()
     try:
         for option, path in (("--out", out), ("--plot", plot)):

@@ -1,38 +1,34 @@
-"""Ray cluster options of the command line: `--workers FILE`, `--ray-address ADDR`, and the
+"""Ray cluster options of the command line: `--cluster FILE`, `--ray-address ADDR`, and the
 cluster view of `threadloom workers`."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from threadloom.cli.console import console, write_json
 from threadloom.workers.base import Worker
-
-console = Console()
 
 
 def cluster_worker(
-    workers_file: Path | None, ray_address: str | None, worker_spec: str | None
+    cluster_file: Path | None, ray_address: str | None, worker_spec: str | None
 ) -> Worker:
-    """The Worker for `--workers` / `--ray-address`: every pool of the file, or one actor of
+    """The Worker for `--cluster` / `--ray-address`: every pool of the file, or one actor of
     the `--worker`/`--model` spec on the cluster. The caller closes it."""
     from threadloom.workers.ray.cluster import open_ray_worker
 
-    target = str(workers_file) if workers_file is not None else (worker_spec or "llamacpp")
+    target = str(cluster_file) if cluster_file is not None else (worker_spec or "llamacpp")
     return open_ray_worker(target, address=ray_address)  # type: ignore[no-any-return]
 
 
-def show_pools(workers_file: Path) -> Any:
-    """Print the pools a cluster file declares; returns the parsed config."""
-    from threadloom.workers.ray.config import load_cluster_config
-
-    config = load_cluster_config(workers_file)
-    table = Table(title=Text(f"pools in {workers_file}"))
+def show_pools(cluster_file: Path, config: Any) -> None:
+    """Print the pools a cluster file declares."""
+    table = Table(title=Text(f"pools in {cluster_file}"))
     for column in ("pool", "role", "worker", "replicas", "per actor", "tp", "slots", "spec."):
         table.add_column(column, justify="right" if column in ("replicas", "tp") else "left")
     for name, spec in config.pools.items():
@@ -47,47 +43,80 @@ def show_pools(workers_file: Path) -> Any:
             "on" if spec.speculation else "off",
         )
     console.print(table)
-    return config
 
 
-def show_cluster(ray_address: str | None, workers_file: Path | None = None) -> None:
+def show_cluster(
+    ray_address: str | None, cluster_file: Path | None = None, *, as_json: bool = False
+) -> None:
     """`threadloom workers --ray-address ...`: nodes, then every threadloom actor.
 
-    With a cluster file too, also checks that its pools fit the cluster's nodes.
+    With a cluster file too, also checks that its pools fit the cluster's nodes. With
+    `as_json`, prints one JSON object (pools, nodes, actors) instead of tables.
     """
     from threadloom.workers.ray import cluster as ray_cluster
+    from threadloom.workers.ray.config import load_cluster_config
 
-    config = show_pools(workers_file) if workers_file is not None else None
-    if ray_address is None and config is None:
-        return
+    shown: dict[str, Any] = {}
+    config = load_cluster_config(cluster_file) if cluster_file is not None else None
+    if config is not None and cluster_file is not None:
+        shown["pools"] = {name: spec.model_dump(mode="json") for name, spec in config.pools.items()}
+        if not as_json:
+            show_pools(cluster_file, config)
     namespace = config.ray.namespace if config is not None else "threadloom"
     address = ray_address or (config.ray.address if config is not None else None)
     if address is None:
-        console.print("[dim]no --ray-address: pools not checked against a cluster[/]")
+        if as_json:
+            write_json(json.dumps({**shown, "checked_against": None}, indent=2, default=str))
+        elif config is not None:
+            console.print("[dim]no --ray-address: pools not checked against a cluster[/]")
         return
     owned = ray_cluster.connect(address, namespace=namespace)
     try:
-        _nodes_table()
+        nodes = _live_nodes()
+        if not as_json:
+            _nodes_table(nodes)
         if config is not None:
             ray_cluster.check_placement(config.pools)
-            console.print("[green]ok[/]: every pool fits this cluster's nodes")
-        _actors_table(asyncio.run(ray_cluster.list_actors(namespace)), namespace)
+            shown["placement"] = "every pool fits this cluster's nodes"
+            if not as_json:
+                console.print("[green]ok[/]: every pool fits this cluster's nodes")
+        actors = asyncio.run(ray_cluster.list_actors(namespace))
     finally:
         if owned:
             ray_cluster.shutdown()
+    if as_json:
+        shown.update(checked_against=address, namespace=namespace, actors=actors, **nodes)
+        write_json(json.dumps(shown, indent=2, default=str))
+    else:
+        _actors_table(actors, namespace)
 
 
-def _nodes_table() -> None:
+def _live_nodes() -> dict[str, Any]:
+    """The live nodes with their resources, and what the cluster has free now."""
     import ray
 
     free = ray.available_resources()
-    table = Table(title="nodes")
-    for column in ("node", "address", "CPU", "GPU", "memory GiB", "custom resources"):
-        table.add_column(column)
+    nodes = []
     for node in ray.nodes():
         if not node.get("Alive"):
             continue
         res = node["Resources"]
+        nodes.append(
+            {
+                "node_id": node["NodeID"],
+                "address": node.get("NodeManagerAddress", ""),
+                "resources": res,
+            }
+        )
+    return {"nodes": nodes, "free": {"CPU": free.get("CPU", 0), "GPU": free.get("GPU", 0)}}
+
+
+def _nodes_table(cluster: dict[str, Any]) -> None:
+    table = Table(title="nodes")
+    for column in ("node", "address", "CPU", "GPU", "memory GiB", "custom resources"):
+        table.add_column(column)
+    for node in cluster["nodes"]:
+        res = node["resources"]
         custom = {
             k: v
             for k, v in res.items()
@@ -96,15 +125,16 @@ def _nodes_table() -> None:
             and not k.startswith("accelerator_type:")
         }
         table.add_row(
-            node["NodeID"][:12],
-            node.get("NodeManagerAddress", ""),
+            node["node_id"][:12],
+            node["address"],
             f"{res.get('CPU', 0):g}",
             f"{res.get('GPU', 0):g}",
             f"{res.get('memory', 0) / 2**30:.1f}",
             _resources(custom),
         )
     console.print(table)
-    console.print(f"[dim]free now: CPU {free.get('CPU', 0):g} · GPU {free.get('GPU', 0):g}[/]")
+    free = cluster["free"]
+    console.print(f"[dim]free now: CPU {free['CPU']:g} · GPU {free['GPU']:g}[/]")
 
 
 def _actors_table(actors: list[dict[str, Any]], namespace: str) -> None:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from threadloom.cli.console import WIDE, console, fail
+from threadloom.cli.console import fail, table_console, write_json
+from threadloom.cli.options import LogLevelOption
 from threadloom.errors import ConfigError
 from threadloom.evaluation.compare import Comparison, compare_runs
 
@@ -39,7 +38,7 @@ def print_comparison(comparison: Comparison) -> None:
             str(m.only_second),
             f"{m.p_value:.3g}",
         )
-    out = console if console.is_terminal else Console(width=WIDE)
+    out = table_console()
     out.print(table)
     out.print(
         "[dim]only A / only B: problems one side got right and the other wrong (both and neither "
@@ -67,6 +66,7 @@ def compare_command(
         typer.Option("--second-strategy", "-b", help="Strategy label in B, if it holds several."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Compare two strategies on the problems both ran: exact McNemar test and paired bootstrap.
 
@@ -79,6 +79,6 @@ def compare_command(
     except ConfigError as exc:
         raise fail(str(exc)) from None
     if as_json:
-        sys.stdout.write(comparison.model_dump_json(indent=2) + "\n")
+        write_json(comparison.model_dump_json(indent=2))
     else:
         print_comparison(comparison)

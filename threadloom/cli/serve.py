@@ -9,23 +9,32 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 
+from threadloom.cli.console import err_console
+from threadloom.cli.logs import at_least
+from threadloom.cli.options import (
+    ClusterOption,
+    LogLevelOption,
+    OldClusterOption,
+    renamed,
+    worker_spec,
+)
 from threadloom.errors import ConfigError, MissingDependencyError
 from threadloom.workers.base import Worker
 
-err_console = Console(stderr=True)
 logger = logging.getLogger(__name__)
 
 
 def serve_command(
     worker: Annotated[
         str | None,
-        typer.Option(help="Worker spec: 'llamacpp[:model.gguf]' (default), 'openai:URL', ..."),
+        typer.Option(
+            help="Worker spec: 'llamacpp[:model.gguf]' (default), 'openai:URL', ... "
+            "(default: $THREADLOOM_WORKER)."
+        ),
     ] = None,
-    workers: Annotated[
-        Path | None, typer.Option("--workers", help="Cluster file (YAML): pools of Ray actors.")
-    ] = None,
+    cluster: ClusterOption = None,
+    old_cluster: OldClusterOption = None,
     ray_address: Annotated[
         str | None, typer.Option(help="Serve from this Ray cluster ('auto': this machine's).")
     ] = None,
@@ -57,13 +66,15 @@ def serve_command(
     max_body_bytes: Annotated[int, typer.Option(min=1024, help="Largest request body.")] = (
         1_048_576
     ),
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each request.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log each request (--log-level info).")
+    ] = False,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Serve strategies as models over an OpenAI-compatible HTTP API."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    if verbose:
+        at_least(logging.INFO)
+    cluster = renamed(cluster, old_cluster, new_flag="--cluster", old_flag="--workers")
     try:
         import uvicorn
 
@@ -85,7 +96,7 @@ def serve_command(
         raise ConfigError(str(exc)) from None
     config.check_security()
     configure_from_env()
-    backend = _open_worker(worker, workers, ray_address)
+    backend = _open_worker(worker_spec(worker, None), cluster, ray_address)
     try:
         app = create_app(config, backend, owns_worker=True)
     except BaseException:
@@ -96,17 +107,18 @@ def serve_command(
         f"threadloom serve: http://{host}:{port}/v1 (model {served})",
         markup=False, highlight=False,
     )
+    level = logging.getLogger().getEffectiveLevel()
     uvicorn.run(
-        app, host=host, port=port, log_level="info" if verbose else "warning",
-        access_log=verbose, timeout_graceful_shutdown=5,
+        app, host=host, port=port, log_level=logging.getLevelName(level).lower(),
+        access_log=level <= logging.INFO, timeout_graceful_shutdown=5,
     )
 
 
-def _open_worker(spec: str | None, workers: Path | None, ray_address: str | None) -> Worker:
-    if workers is not None or ray_address is not None:
+def _open_worker(spec: str | None, cluster: Path | None, ray_address: str | None) -> Worker:
+    if cluster is not None or ray_address is not None:
         from threadloom.cli.cluster import cluster_worker
 
-        return cluster_worker(workers, ray_address, spec)
+        return cluster_worker(cluster, ray_address, spec)
     from threadloom.workers.registry import make_worker
 
     return make_worker(spec)

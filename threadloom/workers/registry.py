@@ -32,7 +32,7 @@ worker_kinds: Registry[Any] = Registry(
         "openai": Entry(
             f"{_HERE}:openai_worker",
             "any OpenAI-compatible server (vLLM, llama.cpp, SGLang); URL default $OPENAI_BASE_URL",
-            usage="openai[:URL][#model=NAME]",
+            usage="openai:URL[#model=NAME]",
             requires="httpx",
         ),
         "fake": Entry(f"{_HERE}:fake_worker", "scripted test double", usage="fake[:reply|reply]"),

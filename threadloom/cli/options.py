@@ -1,0 +1,187 @@
+"""Options every command shares: `--log-level`, `--config FILE`, renamed flags, and the
+defaults read from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from threadloom.cli.console import fail, warn
+from threadloom.cli.logs import LOG_LEVEL_ENV, configure_logging
+
+WORKER_ENV = "THREADLOOM_WORKER"
+
+CONFIGURED_COMMANDS = ("run", "bench")
+"""Commands that read `--config`; a config file may hold one section per command."""
+
+_NOT_CONFIGURABLE = {"config", "log_level", "help"}
+
+
+class LogLevel(StrEnum):
+    """Levels `--log-level` accepts."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+    critical = "critical"
+
+
+def _set_level(value: LogLevel | None) -> None:
+    if value is not None:
+        configure_logging(value.value)
+
+
+def _set_level_or_default(value: LogLevel | None) -> None:
+    configure_logging(value.value if value is not None else None)
+
+
+def _log_level(callback: Callable[[LogLevel | None], None], help_text: str) -> Any:
+    return typer.Option(
+        "--log-level",
+        envvar=LOG_LEVEL_ENV,
+        show_envvar=True,
+        case_sensitive=False,
+        is_eager=True,
+        expose_value=False,
+        callback=callback,
+        help=help_text,
+    )
+
+
+LogLevelOption = Annotated[
+    LogLevel | None, _log_level(_set_level, "Logging detail on stderr (default: warning).")
+]
+"""`--log-level LEVEL` of a command (also $THREADLOOM_LOG_LEVEL); every command declares it
+as `log_level: LogLevelOption = None`."""
+
+TopLogLevelOption = Annotated[
+    LogLevel | None,
+    _log_level(
+        _set_level_or_default,
+        "Logging detail on stderr (default: warning). Every command also takes it.",
+    ),
+]
+"""`threadloom --log-level`: sets logging up on every call, at the default level when unset."""
+
+ClusterOption = Annotated[
+    Path | None, typer.Option("--cluster", help="Cluster file (YAML): pools of Ray actors.")
+]
+"""`--cluster FILE`, formerly `--workers` (one letter from `--worker`)."""
+
+OldClusterOption = Annotated[Path | None, typer.Option("--workers", hidden=True)]
+"""The old name of `--cluster`: still read, with a warning (see `renamed`)."""
+
+
+def load_config(ctx: typer.Context, value: Path | None) -> Path | None:
+    """Callback of `--config FILE`: the file's options become this command's defaults, so flags
+    given on the command line override them. Relative paths in it are read from its folder."""
+    if value is None:
+        return None
+    options = _read_config(value, ctx.info_name or "")
+    by_key = _configurable(ctx.command)
+    defaults: dict[str, Any] = {}
+    for key, raw in options.items():
+        param = by_key.get(str(key).replace("-", "_"))
+        if param is None:
+            raise fail(
+                f"--config {value}: {key!r} is not an option of `threadloom {ctx.info_name}`; "
+                f"its options: {', '.join(sorted(k for k in by_key if not k.startswith('as_')))}"
+            )
+        defaults[param.name or str(key)] = _config_value(param, raw, value.parent)
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+def _read_config(path: Path, command: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise fail(f"--config {path} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise fail(f"--config {path} is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        raise fail(f"--config {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise fail(
+            f"--config {path} must hold a mapping of options, e.g. 'temperature: 0.2', "
+            f"got {type(data).__name__}"
+        )
+    sections = [key for key in data if key in CONFIGURED_COMMANDS]
+    if not sections:
+        return data
+    others = [str(key) for key in data if key not in CONFIGURED_COMMANDS]
+    if others:
+        raise fail(
+            f"--config {path} mixes command sections ({', '.join(sections)}) with top-level "
+            f"options ({', '.join(others)}); put every option under 'run:' or 'bench:'"
+        )
+    section = data.get(command) or {}
+    if not isinstance(section, dict):
+        raise fail(f"--config {path}: the '{command}:' section must be a mapping of options")
+    return section
+
+
+def _configurable(command: Any) -> dict[str, Any]:
+    """Option name (as in the file) -> option: every long flag and the parameter name."""
+    found: dict[str, Any] = {}
+    for param in command.params:
+        if param.param_type_name != "option" or param.hidden or param.name is None:
+            continue
+        if param.name in _NOT_CONFIGURABLE:
+            continue
+        found[param.name] = param
+        for flag in param.opts:
+            if flag.startswith("--"):
+                found[flag[2:].replace("-", "_")] = param
+    return found
+
+
+def _config_value(param: Any, raw: Any, base: Path) -> Any:
+    if param.multiple and not isinstance(raw, list):
+        raw = [raw]
+    if getattr(param.type, "name", "") == "path" and raw is not None:
+        if isinstance(raw, list):
+            return [str(base / str(item)) for item in raw]
+        return str(base / str(raw))
+    return raw
+
+
+def config_option() -> Any:
+    """The `--config FILE` option of a command (typer.Option with the loading callback)."""
+    return typer.Option(
+        "--config",
+        is_eager=True,
+        callback=load_config,
+        dir_okay=False,
+        help="YAML file of this command's options (a 'run:'/'bench:' section or flat); "
+        "flags given here override it.",
+    )
+
+
+def renamed(new: Any, old: Any, *, new_flag: str, old_flag: str) -> Any:
+    """The value of a renamed flag, accepting its old spelling with a warning."""
+    if old is None:
+        return new
+    if new is not None:
+        raise fail(f"give {new_flag} only ({old_flag} is its old name)")
+    warn(f"{old_flag} is deprecated; use {new_flag}")
+    return old
+
+
+def worker_spec(worker: str | None, model: Path | None) -> str | None:
+    """The worker spec from `--worker`/`--model`, else $THREADLOOM_WORKER, else None (the
+    bundled model)."""
+    if model is not None and worker is not None:
+        raise fail("give --model or --worker, not both")
+    if model is not None:
+        return f"llamacpp:{model}"
+    return worker or os.environ.get(WORKER_ENV, "").strip() or None
