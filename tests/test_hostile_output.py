@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from threadloom import Candidate, Problem
-from threadloom.cli.application import _print_result, result_json
+from threadloom.cli.results import print_result, result_json
 from threadloom.cli.display import graph_tree, trace_tree
 from threadloom.cli.progress import LiveRun
 from threadloom.errors import ConfigError
@@ -202,7 +202,7 @@ def test_a_run_on_hostile_replies_completes_and_prints(replies: list[str]) -> No
     assert len(result.candidates) == 3
 
     buffer = io.StringIO()
-    _print_result(result, Console(file=buffer, width=150))
+    print_result(result, Console(file=buffer, width=150))
     printed = buffer.getvalue()
     printed.encode("utf-8")
     assert "answer:" in printed
@@ -234,7 +234,7 @@ def test_plan_node_names_print_as_written(name: str) -> None:
 def test_markup_in_an_answer_prints_as_written() -> None:
     result = asyncio.run(arun("q", "best-of-n", worker=FakeWorker(("Sure [/INST] 4",)), n=1))
     buffer = io.StringIO()
-    _print_result(result, Console(file=buffer, width=150))
+    print_result(result, Console(file=buffer, width=150))
     assert "Sure [/INST] 4" in buffer.getvalue()
 
 
