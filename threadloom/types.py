@@ -280,6 +280,13 @@ class Score(_Frozen):
     for steps it had cached)."""
     tokens: int = Field(0, ge=0)
     """Tokens a model-based verifier read for it."""
+    judged: bool = True
+    """False when the verifier could not judge correctness, as a numeric or math verifier
+    without a reference: `value` then only ranks by form (an answer given or not)."""
+
+    def shown(self) -> str:
+        """The score as a display prints it: two decimals, or "no reference" when unjudged."""
+        return f"{self.value:.2f}" if self.judged else "no reference"
 
 
 class Candidate(BaseModel):

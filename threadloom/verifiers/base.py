@@ -57,6 +57,12 @@ def passed(value: bool, detail: str = "") -> Score:
     return Score(value=1.0 if value else 0.0, passed=value, detail=detail)
 
 
+def unjudged(detail: str) -> Score:
+    """The score of an answer a verifier cannot judge without a reference: it ranks above
+    having no answer at all, and says it is no verdict (`judged=False`)."""
+    return Score(value=1.0, passed=None, judged=False, detail=detail)
+
+
 V = TypeVar("V", bound=Verifier)
 _TOTAL_MARK = "_threadloom_total"
 _DETAIL_CHARS = 200

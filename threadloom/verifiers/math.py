@@ -18,7 +18,7 @@ from typing import Any
 
 from threadloom.errors import MissingDependencyError
 from threadloom.types import Candidate, Problem, Score
-from threadloom.verifiers.base import passed
+from threadloom.verifiers.base import passed, unjudged
 from threadloom.verifiers.extract import extract_boxed
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class MathVerifier:
             answer = boxed or candidate.answer
             if not answer:
                 return passed(False, "no final answer found")
-            return Score(value=1.0, passed=None, detail=f"gives {answer[:80]} (no reference)")
+            return unjudged(f"gives {answer[:80]} (no reference to judge it by)")
         # math-verify reads the last answer it can find; point it at the boxed one if present
         target = f"\\boxed{{{boxed}}}" if boxed else output
         try:

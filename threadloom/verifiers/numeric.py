@@ -7,7 +7,7 @@ from fractions import Fraction
 
 from threadloom.errors import ConfigError
 from threadloom.types import Candidate, Problem, Score
-from threadloom.verifiers.base import passed
+from threadloom.verifiers.base import passed, unjudged
 from threadloom.verifiers.extract import extract_answer, parse_number
 
 _SHOWN_CHARS = 60
@@ -17,8 +17,9 @@ _SHOWN_CHARS = 60
 class NumericVerifier:
     """Compares the candidate's final number with the problem's reference.
 
-    Without a reference it checks only that a final number is given (score 1.0 when one is),
-    which is what a reference-free selection can know.
+    Without a reference it cannot judge correctness: a final number scores 1.0 (above no
+    number at all, which is what a reference-free selection can know) with `judged=False`,
+    so displays show "no reference" instead of a score.
 
     Args:
         rel_tol: Relative tolerance for a match.
@@ -42,7 +43,7 @@ class NumericVerifier:
             return passed(False, "no number found in the answer")
         shown = answer if len(answer) <= _SHOWN_CHARS else f"{answer[:_SHOWN_CHARS]}…"
         if problem.reference is None:
-            return Score(value=1.0, passed=None, detail=f"gives the number {shown} (no reference)")
+            return unjudged(f"gives the number {shown} (no reference to judge it by)")
         expected = parse_number(problem.reference)
         if expected is None:
             expected_text = extract_answer(problem.reference, "number")
