@@ -22,11 +22,12 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from threadloom import Candidate, Problem
-from threadloom.cli.results import print_result, result_json
 from threadloom.cli.display import graph_tree, trace_tree
 from threadloom.cli.progress import LiveRun
+from threadloom.cli.results import print_result, result_json
 from threadloom.errors import ConfigError
-from threadloom.orchestrator.plan import graph_from_dict
+from threadloom.graph import graph_from_dict
+from threadloom.orchestrator.events import TraceEvent, event_line
 from threadloom.orchestrator.runner import arun
 from threadloom.types import AnswerFormat, Score
 from threadloom.verifiers.extract import (
@@ -188,7 +189,7 @@ def _render(renderable: Any) -> str:
 @FUZZ
 @given(replies=st.lists(MODEL_TEXT, min_size=1, max_size=3))
 def test_a_run_on_hostile_replies_completes_and_prints(replies: list[str]) -> None:
-    events: list[dict[str, Any]] = []
+    events: list[TraceEvent] = []
     result = asyncio.run(
         arun(
             "What is 6 * 7?",
@@ -211,7 +212,7 @@ def test_a_run_on_hostile_replies_completes_and_prints(replies: list[str]) -> No
     dumped = json.loads(result_json(result))
     assert len(dumped["candidates"]) == 3
 
-    lines = [json.dumps(event, default=str) for event in events]
+    lines = [event_line(event) for event in events]
     tree = trace_tree([json.loads(line) for line in lines])
     assert "thought graph" in _render(tree)
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from threadloom.errors import MissingDependencyError
+from threadloom.orchestrator.events import NodeEvent, TraceEvent, UpdateEvent
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EventSink = Callable[[dict[str, Any]], None]
+EventSink = Callable[[TraceEvent], None]
 
 _TIMED_KINDS = frozenset({"generation", "judge", "node"})
 """Trace node kinds whose span lasts until an update ends them."""
@@ -178,21 +179,20 @@ class RunSpans:
 
     # ----- events ---------------------------------------------------------------------------
 
-    def _record(self, event: dict[str, Any]) -> None:
+    def _record(self, event: TraceEvent) -> None:
         if self._forward is not None:
             self._forward(event)
-        kind = event.get("event")
         if self._tracer is None or self._run is None:
             return
-        if kind == "node":
+        if isinstance(event, NodeEvent):
             self._node(event, self._tracer, self._run)
-        elif kind == "update":
+        elif isinstance(event, UpdateEvent):
             self._update(event)
 
-    def _node(self, event: dict[str, Any], tracer: Tracer, run: Span) -> None:
-        node_id = str(event["id"])
-        node_kind = str(event.get("kind", ""))
-        parents = event.get("parents") or []
+    def _node(self, event: NodeEvent, tracer: Tracer, run: Span) -> None:
+        node_id = event.id
+        node_kind = event.kind
+        parents = event.parents
         if not parents and node_kind == "prompt":
             self._spans[node_id] = run  # the run's root node is the run itself
             return
@@ -203,9 +203,9 @@ class RunSpans:
         attributes: dict[str, Any] = {
             "threadloom.node": node_id,
             "threadloom.node.kind": node_kind,
-            "threadloom.label": str(event.get("label", ""))[:200],
+            "threadloom.label": event.label[:200],
         }
-        data = event.get("data") or {}
+        data = event.data
         for key in ("verifier", "value", "passed", "considered", "node"):
             value = data.get(key)
             if isinstance(value, (bool, int, float, str)):
@@ -219,12 +219,12 @@ class RunSpans:
         else:
             span.end()
 
-    def _update(self, event: dict[str, Any]) -> None:
-        node_id = str(event.get("id"))
+    def _update(self, event: UpdateEvent) -> None:
+        node_id = event.id
         span = self._open.get(node_id)
         if span is None:
             return
-        data = event.get("data") or {}
+        data = event.data
         for key in _USAGE_ATTRIBUTES:
             value = data.get(key)
             if isinstance(value, int):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,16 @@ from rich.text import Text
 from rich.tree import Tree
 
 from threadloom.errors import ConfigError
+from threadloom.graph.nodes import Join
 from threadloom.graph.plan import Graph
+from threadloom.orchestrator.events import (
+    EdgeEvent,
+    NodeEvent,
+    ResultEvent,
+    TraceEvent,
+    UpdateEvent,
+    parse_event,
+)
 from threadloom.unicode_text import replace_lone_surrogates
 
 
@@ -36,11 +46,13 @@ def graph_tree(plan: Graph) -> Tree:
         tags = []
         if node.map:
             tags.append("map")
-        if len(node.inputs) > 1:
+        if isinstance(node, Join) and node.races:
+            tags.append(f"race: keeps {node.needed} of {len(node.inputs)}")
+        elif len(node.inputs) > 1:
             tags.append("join")
         if graph.out_degree(name) > 1:
             tags.append("fork")
-        line = Text.assemble((_plain(name), "bold"), ": ", _plain(node.strategy.label()))
+        line = Text.assemble((_plain(name), "bold"), ": ", _plain(node.label()))
         if tags:
             line.append(f" ({', '.join(tags)})", style="dim")
         return line
@@ -58,8 +70,11 @@ def graph_tree(plan: Graph) -> Tree:
     return root
 
 
-def read_trace_events(path: Path) -> list[dict[str, Any]]:
+def read_trace_events(path: Path) -> list[TraceEvent]:
     """The events of a JSONL trace file (bytes that are not UTF-8 read as U+FFFD).
+
+    Damaged events are repaired where they still mean something, and left out otherwise (see
+    `parse_event`).
 
     Raises:
         ConfigError: The file is missing, or a line is not a JSON object.
@@ -72,23 +87,27 @@ def read_trace_events(path: Path) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                event = json.loads(line)
+                raw = json.loads(line)
             except (json.JSONDecodeError, RecursionError):
                 raise ConfigError(f"{path}:{number} is not a JSON event line") from None
-            if not isinstance(event, dict):
+            if not isinstance(raw, dict):
                 raise ConfigError(f"{path}:{number} is not a JSON object (a trace event)")
-            events.append(event)
+            event = parse_event(raw)
+            if event is not None:
+                events.append(event)
     return events
 
 
-def trace_tree(events: list[dict[str, Any]], max_text: int = 70) -> Tree:
+def trace_tree(events: Iterable[TraceEvent | Mapping[str, Any]], max_text: int = 70) -> Tree:
     """The thought graph recorded in trace events, as a tree from each prompt.
 
     Every string from the trace (model text, labels, answers) is shown as plain text, so text
-    that looks like markup prints as written; malformed events are skipped.
+    that looks like markup prints as written; events given as mappings are read with
+    `parse_event`, and those that are not events are skipped.
     """
-    graph = _thought_graph(events)
-    answers = [e.get("answer") for e in events if e.get("event") == "result"]
+    typed = [_typed(e) for e in events]
+    graph = _thought_graph([e for e in typed if e is not None])
+    answers = [e.answer for e in typed if isinstance(e, ResultEvent)]
     title = Text.assemble(("thought graph", "bold"), f" ({graph.number_of_nodes()} nodes)")
     if answers:
         title.append(" · answer: ")
@@ -105,6 +124,9 @@ def trace_tree(events: list[dict[str, Any]], max_text: int = 70) -> Tree:
                 f"{_plain(data['completion_tokens'])} tok, {_plain(data.get('finish_reason'))}",
                 style="dim",
             )
+        if data.get("cancelled"):
+            line.append(" · ")
+            line.append("cancelled", style="yellow")
         if "value" in data:
             line.append(" · ")
             line.append(f"{_plain(data.get('verifier'))}={_number(data['value'])}", style="cyan")
@@ -136,8 +158,12 @@ def trace_tree(events: list[dict[str, Any]], max_text: int = 70) -> Tree:
     return root
 
 
-def _thought_graph(events: list[dict[str, Any]]) -> nx.DiGraph:
-    """The graph the events describe; an event missing its ids is ignored."""
+def _typed(event: TraceEvent | Mapping[str, Any]) -> TraceEvent | None:
+    return parse_event(event) if isinstance(event, Mapping) else event
+
+
+def _thought_graph(events: list[TraceEvent]) -> nx.DiGraph:
+    """The graph the events describe (a node named only by an edge shows as '?')."""
     graph: nx.DiGraph = nx.DiGraph()
 
     def ensure(node_id: str) -> None:
@@ -145,30 +171,22 @@ def _thought_graph(events: list[dict[str, Any]]) -> nx.DiGraph:
             graph.add_node(node_id, kind="?", label="", data={})
 
     for event in events:
-        kind = event.get("event")
-        if kind == "node" and event.get("id") is not None:
-            node_id = _plain(event["id"])
-            data = event.get("data")
+        if isinstance(event, NodeEvent):
+            node_id = _plain(event.id)
             ensure(node_id)
             graph.nodes[node_id].update(
-                kind=_plain(event.get("kind", "?")),
-                label=_plain(event.get("label", "")),
-                data=dict(data) if isinstance(data, dict) else {},
+                kind=_plain(event.kind), label=_plain(event.label), data=dict(event.data)
             )
-            parents = event.get("parents")
-            for link in parents if isinstance(parents, list) else []:
-                if isinstance(link, list | tuple) and len(link) == 2:
-                    ensure(_plain(link[0]))
-                    graph.add_edge(_plain(link[0]), node_id, kind=_plain(link[1]))
-        elif kind == "update" and _plain(event.get("id")) in graph:
-            data = event.get("data")
-            if isinstance(data, dict):
-                graph.nodes[_plain(event["id"])]["data"].update(data)
-        elif kind == "edge" and event.get("source") is not None and event.get("target") is not None:
-            source, target = _plain(event["source"]), _plain(event["target"])
+            for parent, kind in event.parents:
+                ensure(_plain(parent))
+                graph.add_edge(_plain(parent), node_id, kind=_plain(kind))
+        elif isinstance(event, UpdateEvent) and _plain(event.id) in graph:
+            graph.nodes[_plain(event.id)]["data"].update(event.data)
+        elif isinstance(event, EdgeEvent):
+            source, target = _plain(event.source), _plain(event.target)
             ensure(source)
             ensure(target)
-            graph.add_edge(source, target, kind=_plain(event.get("kind", "")))
+            graph.add_edge(source, target, kind=_plain(event.kind))
     return graph
 
 

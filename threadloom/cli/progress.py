@@ -7,6 +7,7 @@ Labels, model text and answers are shown as `Text`, never parsed as markup: a mo
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from threadloom.orchestrator.events import (
+    DeltaEvent,
+    NodeEvent,
+    ResultEvent,
+    TraceEvent,
+    UpdateEvent,
+    parse_event,
+)
 from threadloom.unicode_text import replace_lone_surrogates
 
 _MAX_ROWS = 12
@@ -32,7 +41,7 @@ class _Branch:
 
 @dataclass
 class LiveRun:
-    """Feed it raw trace events; it redraws a rich Live view (use as a context manager)."""
+    """Feed it trace events; it redraws a rich Live view (use as a context manager)."""
 
     console: Console
     title: str
@@ -52,25 +61,30 @@ class LiveRun:
         if self._live is not None:
             self._live.__exit__(None, None, None)
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
+    def __call__(self, event: TraceEvent | Mapping[str, Any]) -> None:
+        """Take one trace event (a stored one as a mapping is read with `parse_event`)."""
+        if isinstance(event, Mapping):
+            parsed = parse_event(event)
+            if parsed is None:
+                return
+            event = parsed
         now = time.perf_counter()
-        if kind == "node" and event.get("kind") == "generation":
-            self.branches[event["id"]] = _Branch(label=event.get("label", ""), started=now)
-        elif kind == "delta" and event["id"] in self.branches:
-            branch = self.branches[event["id"]]
+        if isinstance(event, NodeEvent) and event.kind == "generation":
+            self.branches[event.id] = _Branch(label=event.label, started=now)
+        elif isinstance(event, DeltaEvent) and event.id in self.branches:
+            branch = self.branches[event.id]
             branch.tokens += 1
-            branch.text = (branch.text + event["text"])[-400:]
-        elif kind == "update" and event["id"] in self.branches:
-            data = event.get("data", {})
-            branch = self.branches[event["id"]]
-            if "completion_tokens" in data:
-                branch.tokens = int(data["completion_tokens"])
-            if "finish_reason" in data:
-                branch.finish = str(data["finish_reason"])
+            branch.text = (branch.text + event.text)[-400:]
+        elif isinstance(event, UpdateEvent) and event.id in self.branches:
+            branch = self.branches[event.id]
+            tokens = event.data.get("completion_tokens")
+            if isinstance(tokens, int):
+                branch.tokens = tokens
+            if "finish_reason" in event.data:
+                branch.finish = str(event.data["finish_reason"])
                 branch.ended = now
-        elif kind == "result":
-            self.answer = event.get("answer")
+        elif isinstance(event, ResultEvent):
+            self.answer = event.answer
         else:
             return
         if self._live is not None:

@@ -127,11 +127,14 @@ def race_branches(nodes: Mapping[str, GraphNode]) -> Branches:
         owner: dict[str, str] = {}
         per_input: dict[str, frozenset[str]] = {}
         for source in join.inputs:
-            branch = (nx.ancestors(graph, source) | {source}) - above
+            branch = frozenset((nx.ancestors(graph, source) | {source}) - above)
             for member in sorted(branch):
                 if member in owner:
                     raise GraphError(_not_siblings(name, join, fork, member, owner[member], source))
                 owner[member] = source
+            per_input[source] = branch
+        for source, branch in per_input.items():
+            for member in sorted(branch):
                 outside = set(graph.successors(member)) - branch - {name}
                 if outside:
                     raise GraphError(
@@ -140,7 +143,6 @@ def race_branches(nodes: Mapping[str, GraphNode]) -> Branches:
                         f"{source!r} also feeds {sorted(outside)}, which cancelling the loser "
                         "would starve; give the race branches of its own or use wait: all"
                     )
-            per_input[source] = frozenset(branch)
         branches[name] = per_input
     return branches
 

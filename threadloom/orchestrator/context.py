@@ -262,7 +262,7 @@ class RunContext:
         try:
             async for delta in guard.run():
                 if delta.text:
-                    self.trace.emit("delta", id=node, text=delta.text)
+                    self.trace.delta(node, delta.text)
                 if delta.completion is not None:
                     completion = delta.completion
                     self._account(completion, node, judging=judging, cut=guard.discarded_tokens)

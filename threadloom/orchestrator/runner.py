@@ -82,7 +82,7 @@ async def execute(
         await asyncio.shield(ctx.cancel())
     ctx.usage.wall_time_s = time.perf_counter() - started
     best = candidates[0] if candidates else None
-    ctx.trace.emit("result", answer=best.answer if best else None, truncated=ctx.truncated)
+    ctx.trace.finish(best.answer if best else None, truncated=ctx.truncated)
     return Result(
         answer=best.answer if best else None,
         text=best.text if best else "",

@@ -9,6 +9,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from threadloom.orchestrator.events import (
+    DeltaEvent,
+    NodeEvent,
+    ResultEvent,
+    TraceEvent,
+    UpdateEvent,
+)
 from threadloom.strategies.base import Strategy
 from threadloom.types import Problem, Result
 
@@ -37,27 +44,34 @@ class RunEvent(BaseModel):
     """The Result, on the final event only."""
 
 
-def translate(event: dict[str, Any]) -> RunEvent | None:
-    """Map a raw trace event (see ThoughtGraph.emit) to a RunEvent."""
-    kind = event.get("event")
-    t = float(event.get("t", 0.0))
-    if kind == "delta":
-        return RunEvent(type="delta", t=t, node=event["id"], text=event["text"])
-    if kind == "node":
-        node_kind = event["kind"]
-        mapped: EventType = {
-            "generation": "branch_start",
-            "score": "score",
-            "select": "select",
-            "vote": "select",
-            "join": "select",
-        }.get(node_kind, "node")  # type: ignore[assignment]
-        data = {**event.get("data", {}), "kind": node_kind, "parents": event.get("parents", [])}
-        return RunEvent(type=mapped, t=t, node=event["id"], label=event.get("label", ""), data=data)
-    if kind == "update" and "finish_reason" in event.get("data", {}):
-        return RunEvent(type="branch_end", t=t, node=event["id"], data=event["data"])
-    if kind == "result":
-        return RunEvent(type="answer", t=t, text=str(event.get("answer") or ""), data=event)
+_SELECTIONS: dict[str, EventType] = {
+    "generation": "branch_start",
+    "score": "score",
+    "select": "select",
+    "vote": "select",
+    "join": "select",
+}
+
+
+def translate(event: TraceEvent) -> RunEvent | None:
+    """The RunEvent a trace event stands for, or None for events a stream does not show."""
+    if isinstance(event, DeltaEvent):
+        return RunEvent(type="delta", t=event.t, node=event.id, text=event.text)
+    if isinstance(event, NodeEvent):
+        data = {**event.data, "kind": event.kind, "parents": [list(p) for p in event.parents]}
+        return RunEvent(
+            type=_SELECTIONS.get(event.kind, "node"),
+            t=event.t,
+            node=event.id,
+            label=event.label,
+            data=data,
+        )
+    if isinstance(event, UpdateEvent) and "finish_reason" in event.data:
+        return RunEvent(type="branch_end", t=event.t, node=event.id, data=dict(event.data))
+    if isinstance(event, ResultEvent):
+        return RunEvent(
+            type="answer", t=event.t, text=event.answer or "", data=event.model_dump()
+        )
     return None
 
 
@@ -75,7 +89,7 @@ async def stream(
         raise TypeError("stream() produces the events itself; do not pass on_event")
     queue: asyncio.Queue[RunEvent] = asyncio.Queue()
 
-    def sink(raw: dict[str, Any]) -> None:
+    def sink(raw: TraceEvent) -> None:
         event = translate(raw)
         if event is not None:
             queue.put_nowait(event)

@@ -9,16 +9,26 @@ from typing import Any
 
 import networkx as nx
 
+from threadloom.orchestrator.events import (
+    DeltaEvent,
+    EdgeEvent,
+    NodeEvent,
+    ResultEvent,
+    TraceEvent,
+    UpdateEvent,
+)
 from threadloom.types import Trace, TraceEdge, TraceNode
 
-EventSink = Callable[[dict[str, Any]], None]
+EventSink = Callable[[TraceEvent], None]
+"""Receives every trace event as it happens (to write JSONL, show progress, export spans)."""
 
 
 class ThoughtGraph:
     """Records nodes (prompts, generations, candidates, selections) and their edges.
 
-    Every change is also sent to the optional event sink as a plain dict, which is how the
-    JSONL event log and live displays follow a run.
+    Every change is also sent to the optional event sink as a typed `TraceEvent`, which is how
+    the JSONL event log and live displays follow a run. Events are only built when there is a
+    sink, and without validation: everything in them comes from the orchestrator.
     """
 
     def __init__(self, sink: EventSink | None = None) -> None:
@@ -27,9 +37,8 @@ class ThoughtGraph:
         self._sink = sink
         self._t0 = time.perf_counter()
 
-    def emit(self, event: str, **data: Any) -> None:
-        if self._sink is not None:
-            self._sink({"event": event, "t": round(time.perf_counter() - self._t0, 4), **data})
+    def _now(self) -> float:
+        return round(time.perf_counter() - self._t0, 4)
 
     def add(
         self,
@@ -46,19 +55,51 @@ class ThoughtGraph:
         for parent, edge_kind in parents:
             if parent in self.graph:
                 self.graph.add_edge(parent, node_id, kind=edge_kind)
-                edges.append([parent, edge_kind])
-        self.emit("node", id=node_id, kind=kind, label=label, parents=edges, data=data)
+                edges.append((parent, edge_kind))
+        if self._sink is not None:
+            self._sink(
+                NodeEvent.model_construct(
+                    event="node", t=self._now(), id=node_id, kind=kind, label=label,
+                    parents=edges, data=data,
+                )
+            )
         return node_id
 
     def update(self, node_id: str, **data: Any) -> None:
         """Add data to an existing node (e.g. its completion once generation ends)."""
         self.graph.nodes[node_id]["data"].update(data)
-        self.emit("update", id=node_id, data=data)
+        if self._sink is not None:
+            self._sink(
+                UpdateEvent.model_construct(event="update", t=self._now(), id=node_id, data=data)
+            )
 
     def link(self, source: str, target: str, kind: str) -> None:
+        """Add an edge between two nodes already in the graph."""
         if source in self.graph and target in self.graph:
             self.graph.add_edge(source, target, kind=kind)
-            self.emit("edge", source=source, target=target, kind=kind)
+            if self._sink is not None:
+                self._sink(
+                    EdgeEvent.model_construct(
+                        event="edge", t=self._now(), source=source, target=target, kind=kind
+                    )
+                )
+
+    def delta(self, node_id: str, text: str) -> None:
+        """A generation's new text (sent to the sink only; the node gets the full text at the
+        end)."""
+        if self._sink is not None:
+            self._sink(
+                DeltaEvent.model_construct(event="delta", t=self._now(), id=node_id, text=text)
+            )
+
+    def finish(self, answer: str | None, *, truncated: bool) -> None:
+        """The run's last event: its answer, and whether a budget cut it short."""
+        if self._sink is not None:
+            self._sink(
+                ResultEvent.model_construct(
+                    event="result", t=self._now(), answer=answer, truncated=truncated
+                )
+            )
 
     def to_model(self) -> Trace:
         nodes = tuple(
