@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from threadloom.errors import WorkerUnavailable
-from threadloom.types import (
-    Completion,
-    FinishReason,
-    GenerationRequest,
-    Timings,
-    TokenLogprob,
-    TokenUsage,
-)
+from threadloom.types import Completion, FinishReason, GenerationRequest, TokenLogprob
+from threadloom.workers.core import CompletionBuilder
 from threadloom.workers.openai.protocol import Call
 from threadloom.workers.openai.replies import ReplyUsage, parse_choices, parse_usage
 from threadloom.workers.openai.tokens import TokenTally, settle_count
@@ -27,15 +20,16 @@ class StreamCut(WorkerUnavailable):
 
 
 class StreamState:
-    """What a stream has received so far; becomes its final Completion."""
+    """What a stream has received so far; becomes its final Completion.
 
-    def __init__(self, started: float, max_tokens: int, where: str) -> None:
-        self.started = started
+    The text and first-token time go to a CompletionBuilder; the server's usage, which only the
+    end of a stream may carry, is settled against what the client counted itself.
+    """
+
+    def __init__(self, request: GenerationRequest, worker_id: str, where: str) -> None:
+        self.result = CompletionBuilder(request, worker_id)
         self.where = where
-        self.queued_s = 0.0
-        self.first_token_at = 0.0
-        self.pieces: list[str] = []
-        self.tally = TokenTally(max_tokens)
+        self.tally = TokenTally(request.params.max_tokens)
         self.logprobs: list[TokenLogprob] | None = None
         self.finish: FinishReason | None = None
         self.stop_reason: str | None = None
@@ -45,8 +39,16 @@ class StreamState:
         """Tokens of the last chunk's text, when its log-probabilities count them."""
 
     @property
+    def started(self) -> float:
+        return self.result.started
+
+    @property
+    def queued_s(self) -> float:
+        return self.result.queued_s
+
+    @property
     def text(self) -> str:
-        return "".join(self.pieces)
+        return self.result.text
 
     def take(self, chunk: dict[str, Any], call: Call, request: GenerationRequest) -> str:
         """Record one streamed chunk (or a whole reply); return its new text (what fits)."""
@@ -64,35 +66,22 @@ class StreamState:
             elif choice.finish_reason is not None:
                 self.finish = choice.finish_reason
                 self.stop_reason = choice.stop_reason
-        if text:
-            self.pieces.append(text)
-            self.first_token_at = self.first_token_at or time.perf_counter()
+        self.result.add(text)
         return text
 
-    def completion(self, worker_id: str, request: GenerationRequest) -> Completion:
-        done = time.perf_counter()
+    def completion(self) -> Completion:
+        """The final Completion; a stream that ended without a finish reason was aborted."""
         usage = self.usage or ReplyUsage()
         fewest = max(self.tally.counted, len(self.logprobs or ()))
         reported = None if self.finish == "abort" else usage.completion_tokens
-        completion = settle_count(reported, fewest, request.params.max_tokens, where=self.where)
-        return Completion(
-            text=self.text,
-            finish_reason=self.finish or "abort",
-            stop_reason=self.stop_reason if self.finish == "stop" else None,
-            usage=TokenUsage(
-                prompt_tokens=usage.prompt,
-                completion_tokens=completion,
-                cached_prompt_tokens=usage.cached,
-            ),
-            logprobs=tuple(self.logprobs) if self.logprobs is not None else None,
-            worker_id=worker_id,
-            request_id=request.request_id,
-            timings=Timings(
-                queued_s=self.queued_s,
-                first_token_s=(self.first_token_at - self.started) if self.first_token_at else 0.0,
-                total_s=done - self.started,
-            ),
+        result = self.result
+        result.prompt_tokens = usage.prompt
+        result.cached_prompt_tokens = usage.cached
+        result.completion_tokens = settle_count(
+            reported, fewest, result.request.params.max_tokens, where=self.where
         )
+        result.logprobs = self.logprobs
+        return result.finish(self.finish or "abort", self.stop_reason)
 
 
 async def next_line(lines: AsyncIterator[str]) -> str | None:

@@ -40,12 +40,12 @@ from pydantic import ValidationError
 from threadloom.errors import (
     ConfigError,
     ThreadloomError,
-    WorkerDead,
     WorkerError,
     WorkerUnavailable,
 )
 from threadloom.types import Completion, GenerationRequest, Timings, TokenUsage
 from threadloom.workers.base import StreamDelta, WorkerCapabilities
+from threadloom.workers.core import BaseWorker, aborted_completion
 from threadloom.workers.openai.config import OpenAIWorkerConfig
 from threadloom.workers.openai.dialects import Dialect, describe, detect_dialect, dialect_named
 from threadloom.workers.openai.http import Aborted, Connection, Flight, Flights, redact_url
@@ -62,7 +62,7 @@ T = TypeVar("T")
 __all__ = ["ChatTemplate", "OpenAIWorker", "OpenAIWorkerConfig"]
 
 
-class OpenAIWorker:
+class OpenAIWorker(BaseWorker):
     """A worker that sends requests to an OpenAI-compatible server.
 
     Args:
@@ -107,7 +107,6 @@ class OpenAIWorker:
         self._resolving: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._max_context = config.max_context
         self._cuts_streams = False
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"OpenAIWorker({self.worker_id!r}, {redact_url(self.config.base_url)!r})"
@@ -158,7 +157,7 @@ class OpenAIWorker:
         return done + [c for batch in more for c in batch]
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
-        self._check_open()
+        self.check_open()
         await self._ensure_resolved()
         if not self._streams():
             completion = await self.generate(request)
@@ -166,7 +165,7 @@ class OpenAIWorker:
                 yield StreamDelta(text=completion.text, tokens=completion.usage.completion_tokens)
             yield StreamDelta(text="", completion=completion)
             return
-        run = StreamState(time.perf_counter(), request.params.max_tokens, self._http.where)
+        run = StreamState(request, self.worker_id, self._http.where)
         cut: StreamCut | None = None
         with self._flights.track(request.request_id) as flight:
             slots = self._http.session().slots
@@ -176,7 +175,7 @@ class OpenAIWorker:
                 run.finish = "abort"
             else:
                 try:
-                    run.queued_s = time.perf_counter() - run.started
+                    run.result.mark_started()
                     events = self._stream_events(request, flight, run)
                     # closing the events when the consumer stops early closes the HTTP stream
                     async with contextlib.aclosing(events):
@@ -197,15 +196,12 @@ class OpenAIWorker:
                     yield StreamDelta(text=extra, tokens=None)
                 yield StreamDelta(text="", completion=recovered)
                 return
-        yield StreamDelta(text="", completion=run.completion(self.worker_id, request))
+        yield StreamDelta(text="", completion=run.completion())
 
     async def abort(self, request_id: str) -> bool:
         return self._flights.abort(request_id)
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    async def _shutdown(self) -> None:
         self._flights.abort_all()
         await self._http.close()
 
@@ -270,20 +266,20 @@ class OpenAIWorker:
     # ----- plain requests -------------------------------------------------------------------
 
     async def _call(self, request: GenerationRequest, *, n: int) -> list[Completion]:
-        self._check_open()
+        self.check_open()
         started = time.perf_counter()
         with self._flights.track(request.request_id) as flight:
             slots = self._http.session().slots
             try:
                 await flight.race(slots.acquire())
             except Aborted:
-                return [_aborted(self.worker_id, request, started)]
+                return [self._aborted(request, started)]
             queued = time.perf_counter() - started
             try:
                 call = await flight.race(self._build(request, n=n, stream=False))
                 reply = await flight.race(self._http.post_json(call.path, call.body))
             except Aborted:
-                return [_aborted(self.worker_id, request, started, queued_s=queued)]
+                return [self._aborted(request, started, queued_s=queued)]
             finally:
                 slots.release()
         total = time.perf_counter() - started
@@ -516,18 +512,8 @@ class OpenAIWorker:
             self._max_context = self._max_context or length
         self._model_resolved = True
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise WorkerDead(f"worker {self.worker_id} is closed; create a new one")
-
-
-def _aborted(
-    worker_id: str, request: GenerationRequest, started: float, *, queued_s: float = 0.0
-) -> Completion:
-    return Completion(
-        text="",
-        finish_reason="abort",
-        worker_id=worker_id,
-        request_id=request.request_id,
-        timings=Timings(queued_s=queued_s, total_s=time.perf_counter() - started),
-    )
+    def _aborted(
+        self, request: GenerationRequest, started: float, *, queued_s: float = 0.0
+    ) -> Completion:
+        total = time.perf_counter() - started
+        return aborted_completion(request, self.worker_id, queued_s=queued_s, total_s=total)
