@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from threadloom.errors import BudgetExhausted, ConfigError, ThreadloomError, WorkerError
@@ -77,8 +78,8 @@ class RunContext:
         self.default_verifier = default_verifier
         self.params = params or SamplingParams()
         self.trace = trace or ThoughtGraph()
-        self.rng = random.Random(seed)
         self.seed = seed
+        self._rng: random.Random | None = None
         self.usage = Usage()
         self.budget: BudgetTracker = BudgetTracker(
             budget, self.usage, _parent.budget if _parent is not None else None
@@ -130,21 +131,40 @@ class RunContext:
         self.children.append(child)
         return child
 
+    @property
+    def rng(self) -> random.Random:
+        """This scope's random generator, seeded with `seed` (made when first used: seeding
+        from system entropy costs more than a whole generation on a fast worker)."""
+        if self._rng is None:
+            self._rng = random.Random(self.seed)
+        return self._rng
+
     async def cancel(self) -> int:
         """Abort every in-flight model call of this scope and its children; returns the count.
 
         Nothing new starts in a cancelled scope: later requests are refused as BudgetExhausted.
+        The whole tree is marked cancelled before this first waits, and the aborts are
+        shielded, so they all reach their workers even if the caller is cancelled meanwhile.
+        When nothing is running this returns without suspending.
         """
-        self.cancelled = True
-        running = list(self._in_flight.items())
-        for task in self._calls:
-            task.cancel()
-        results = await asyncio.gather(
+        running: list[tuple[str, Worker]] = []
+        calls = 0
+        scopes = [self]
+        while scopes:
+            scope = scopes.pop()
+            scope.cancelled = True
+            running.extend(scope._in_flight.items())
+            for task in scope._calls:
+                task.cancel()
+            calls += len(scope._calls)
+            scopes.extend(scope.children)
+        if not running:
+            return calls
+        aborts = asyncio.gather(
             *(worker.abort(rid) for rid, worker in running), return_exceptions=True
         )
-        nested = await asyncio.gather(*(c.cancel() for c in self.children))
-        aborted = sum(1 for r in results if r is True)
-        return aborted + len(self._calls) + sum(nested)
+        results = await asyncio.shield(aborts)
+        return calls + sum(1 for r in results if r is True)
 
     @property
     def truncated(self) -> bool:
@@ -173,20 +193,18 @@ class RunContext:
             affinity_key=affinity_key,
         )
 
-    def _seeded(self, request: GenerationRequest) -> GenerationRequest:
-        if request.params.seed is None and self.seed is not None:
-            params = request.params.model_copy(update={"seed": self.rng.getrandbits(31)})
-            return request.model_copy(update={"params": params})
-        return request
-
     def _admit(self, request: GenerationRequest) -> tuple[GenerationRequest, int]:
-        if self.cancelled:
-            raise BudgetExhausted("scope cancelled")
-        granted = self.budget.begin_generation(request.params.max_tokens)
-        request = self._seeded(request)
-        if granted < request.params.max_tokens:
-            params = request.params.model_copy(update={"max_tokens": granted})
-            request = request.model_copy(update={"params": params})
+        """Reserve the request's completion tokens (its `max_tokens` clipped to the grant) and
+        give it a seed drawn from the run's when it has none."""
+        params = request.params
+        granted = self.budget.begin_generation(params.max_tokens)
+        updates: dict[str, Any] = {}
+        if params.seed is None and self.seed is not None:
+            updates["seed"] = self.rng.getrandbits(31)
+        if granted < params.max_tokens:
+            updates["max_tokens"] = granted
+        if updates:
+            request = request.model_copy(update={"params": params.model_copy(update=updates)})
         return request, granted
 
     def _deadline(self) -> float | None:
@@ -207,13 +225,8 @@ class RunContext:
         Raises BudgetExhausted (before starting) when a budget is spent. Cancelling the calling
         task aborts the request on the worker.
         """
-        final: Completion | None = None
-        final_node = ""
-        async for delta, node in self._stream(request, parent=parent, label=label, edge=edge):
-            if delta.completion is not None:
-                final, final_node = delta.completion, node
-        assert final is not None
-        return final, final_node
+        call = self._open_call(request, parent=parent, label=label, edge=edge)
+        return await self._complete(call), call.node
 
     async def stream(
         self,
@@ -224,27 +237,32 @@ class RunContext:
         edge: str | None = None,
     ) -> AsyncIterator[tuple[StreamDelta, str]]:
         """Stream one generation as (delta, trace node) pairs; the last delta has the Completion."""
-        async for item in self._stream(request, parent=parent, label=label, edge=edge):
-            yield item
+        call = self._open_call(request, parent=parent, label=label, edge=edge)
+        try:
+            async for delta in call.guard.run():
+                self._take(call, delta)
+                yield delta, call.node
+        finally:
+            await self._close_call(call)
 
-    async def _stream(
+    def _open_call(
         self,
         request: GenerationRequest,
         *,
         parent: str | None,
         label: str,
         edge: str | None,
-        judge_worker: Worker | None = None,
+        worker: Worker | None = None,
         judging: bool = False,
-    ) -> AsyncIterator[tuple[StreamDelta, str]]:
+    ) -> _ModelCall:
+        """Admit a model call, add its trace node and register it with the scope."""
+        if self.cancelled:
+            raise BudgetExhausted("scope cancelled")
         if judging:
-            if self.cancelled:
-                raise BudgetExhausted("scope cancelled")
             self.budget.begin_verifier_call()
             granted = request.params.max_tokens
         else:
             request, granted = self._admit(request)
-        worker = judge_worker or self.pool
         rid = request.request_id
         edge_kind = edge or ("continue" if request.prefix else "fork")
         node = self.trace.add(
@@ -254,60 +272,72 @@ class RunContext:
             request_id=rid,
             prefix_chars=len(request.prefix),
         )
+        worker = worker or self.pool
         self._in_flight[rid] = worker
         guard = GenerationGuard(
             worker, request, granted, self._deadline(), on_deadline=self.budget.hit_deadline
         )
-        completion: Completion | None = None
-        try:
-            async for delta in guard.run():
-                if delta.text:
-                    self.trace.delta(node, delta.text)
-                if delta.completion is not None:
-                    completion = delta.completion
-                    self._account(completion, node, judging=judging, cut=guard.discarded_tokens)
-                yield delta, node
-        finally:
-            self._in_flight.pop(rid, None)
-            if judging:
-                self.budget.end_verifier_call()
-            else:
-                self.budget.end_generation(granted)
-            if completion is None:
-                # the caller went away mid-generation: abort it and count what it decoded
-                completion = await asyncio.shield(guard.abandon())
-                self._account(completion, node, judging=judging, cut=0)
+        return _ModelCall(guard=guard, node=node, granted=granted, judging=judging)
 
-    def _account(self, completion: Completion, node: str, *, judging: bool, cut: int) -> None:
-        """Charge a finished (or aborted) model call to the budget and record it in the trace."""
+    async def _complete(self, call: _ModelCall) -> Completion:
+        """Read an open model call to its end; returns its completion."""
+        try:
+            async for delta in call.guard.run():
+                self._take(call, delta)
+        finally:
+            await self._close_call(call)
+        assert call.completion is not None
+        return call.completion
+
+    def _take(self, call: _ModelCall, delta: StreamDelta) -> None:
+        """Pass one delta of a model call to the trace; account for the call at its end."""
+        if delta.text:
+            self.trace.delta(call.node, delta.text)
+        if delta.completion is not None:
+            call.completion = delta.completion
+            self._account(call, cut=call.guard.discarded_tokens)
+
+    async def _close_call(self, call: _ModelCall) -> None:
+        """Release what the call reserved; abort it if its reader went away before the end."""
+        self._in_flight.pop(call.guard.request.request_id, None)
+        if call.judging:
+            self.budget.end_verifier_call()
+        else:
+            self.budget.end_generation(call.granted)
+        if call.completion is None:
+            # the caller went away mid-generation: abort it and count what it decoded
+            call.completion = await asyncio.shield(call.guard.abandon())
+            self._account(call, cut=0)
+
+    def _account(self, call: _ModelCall, *, cut: int) -> None:
+        """Charge a finished (or aborted) model call to the budget and record it in the trace,
+        in one update of its node."""
+        completion = call.completion
+        assert completion is not None
         usage = completion.usage
-        if judging:
+        if call.judging:
             read = usage.prompt_tokens - usage.cached_prompt_tokens + usage.completion_tokens
             self.budget.record_verifier_call(1, max(0, read))
         else:
             self.budget.record(completion)
-        self.trace.update(
-            node,
-            text=completion.text,
-            finish_reason=completion.finish_reason,
-            prompt_tokens=usage.prompt_tokens,
-            cached_prompt_tokens=usage.cached_prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            worker=completion.worker_id,
-            seconds=round(completion.timings.total_s, 4),
-        )
+        data: dict[str, Any] = {
+            "text": completion.text,
+            "finish_reason": completion.finish_reason,
+            "prompt_tokens": usage.prompt_tokens,
+            "cached_prompt_tokens": usage.cached_prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "worker": completion.worker_id,
+            "seconds": round(completion.timings.total_s, 4),
+        }
         if cut:
-            self.trace.update(node, discarded_tokens=cut)
+            data["discarded_tokens"] = cut
         if completion.attempts > 1:
-            self.trace.update(
-                node, attempts=completion.attempts, failed_workers=list(completion.failed_workers)
-            )
+            data["attempts"] = completion.attempts
+            data["failed_workers"] = list(completion.failed_workers)
         if completion.drafted_tokens:
-            self.trace.update(
-                node,
-                drafted_tokens=completion.drafted_tokens,
-                accepted_tokens=completion.accepted_tokens,
-            )
+            data["drafted_tokens"] = completion.drafted_tokens
+            data["accepted_tokens"] = completion.accepted_tokens
+        self.trace.update(call.node, **data)
 
     async def judge_generate(
         self,
@@ -322,13 +352,11 @@ class RunContext:
         Raises BudgetExhausted when the verifier budget refuses it, or when it was aborted
         (cancelled scope, deadline): an aborted judge pass has nothing to read.
         """
-        final: Completion | None = None
-        async for delta, _ in self._stream(
-            request, parent=parent, label=label, edge="score", judge_worker=worker, judging=True
-        ):
-            if delta.completion is not None:
-                final = delta.completion
-        if final is None or final.finish_reason == "abort":
+        call = self._open_call(
+            request, parent=parent, label=label, edge="score", worker=worker, judging=True
+        )
+        final = await self._complete(call)
+        if final.finish_reason == "abort":
             raise BudgetExhausted("judge call aborted")
         return final
 
@@ -503,6 +531,9 @@ class RunContext:
             self.budget.end_verifier_call()
 
     async def score_all(self, candidates: list[Candidate], verifier: str | None = None) -> None:
+        """Score every candidate concurrently (nothing to do when no verifier is configured)."""
+        if not candidates or self.verifier(verifier) is None:
+            return
         await gather_or_cancel(*(self.score(c, verifier) for c in candidates))
 
     def process_verifier(self, name: str) -> ProcessVerifier:
@@ -561,6 +592,17 @@ class RunContext:
         return result
 
 
+@dataclass(slots=True, eq=False)
+class _ModelCall:
+    """One model call of a scope: its guard, trace node and what the budget reserved for it."""
+
+    guard: GenerationGuard
+    node: str
+    granted: int
+    judging: bool
+    completion: Completion | None = None
+
+
 class RunModelCalls:
     """The `ModelCalls` a run lends a model-based verifier: calls through the run context."""
 
@@ -585,6 +627,8 @@ async def gather_or_cancel(*aws: Awaitable[T]) -> list[T]:
     Cancelled siblings abort their generations on the worker (see `RunContext._stream`), so
     nothing keeps running after the error.
     """
+    if len(aws) == 1:
+        return [await aws[0]]  # nothing to cancel: no task needed
     tasks = [asyncio.ensure_future(a) for a in aws]
     try:
         return list(await asyncio.gather(*tasks))

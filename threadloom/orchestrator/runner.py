@@ -79,7 +79,7 @@ async def execute(
         ctx.budget.hit_deadline()
         candidates = []
     finally:
-        await asyncio.shield(ctx.cancel())
+        await ctx.cancel()  # shields its own aborts
     ctx.usage.wall_time_s = time.perf_counter() - started
     best = candidates[0] if candidates else None
     ctx.trace.finish(best.answer if best else None, truncated=ctx.truncated)
