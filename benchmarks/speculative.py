@@ -26,7 +26,6 @@ import os
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -90,8 +89,7 @@ def chat(prompt: str, max_tokens: int) -> GenerationRequest:
 
 
 def engine_counts(worker: Worker) -> tuple[int, int]:
-    stats: Any = getattr(worker, "stats", None)
-    data = stats() if callable(stats) else {}
+    data = worker.stats() if isinstance(worker, SupportsStats) else {}
     return int(data.get("steps", 0)), int(data.get("decoded_tokens", 0))
 
 

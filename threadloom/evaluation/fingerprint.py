@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from threadloom.errors import ConfigError
 from threadloom.types import SamplingParams
-from threadloom.workers.base import Worker
+from threadloom.workers.base import HasModelFile, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -161,9 +161,8 @@ def describe_worker(worker: Worker) -> tuple[str, str]:
     model name its capabilities report.
     """
     kind = type(worker).__name__.removesuffix("Worker").lower() or "worker"
-    path = getattr(worker, "model_path", None)
-    if isinstance(path, Path) and path.is_file():
-        return kind, file_sha256(path)
+    if isinstance(worker, HasModelFile) and worker.model_path.is_file():
+        return kind, file_sha256(worker.model_path)
     return kind, worker.capabilities.model or "(unnamed)"
 
 

@@ -12,7 +12,7 @@ from threadloom.types import AnswerFormat, Budget, Problem, SamplingParams
 from threadloom.unicode_text import first_lone_surrogate
 
 M = TypeVar("M", bound=BaseModel)
-_WORKER_METHODS = ("generate", "stream", "abort", "close")
+_WORKER_MEMBERS = ("generate", "stream", "abort", "close", "worker_id", "capabilities")
 
 
 def check_run_arguments(
@@ -82,7 +82,8 @@ def check_worker(worker: object) -> None:
     """
     if worker is None or isinstance(worker, str):
         return
-    missing = [name for name in _WORKER_METHODS if not callable(getattr(worker, name, None))]
+    members = set(dir(worker))  # not isinstance(Worker): that would evaluate its properties
+    missing = [name for name in _WORKER_MEMBERS if name not in members]
     if missing:
         raise ConfigError(
             f"worker must be a spec such as 'fake:42' or 'llamacpp:model.gguf', or a Worker; "
