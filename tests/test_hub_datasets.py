@@ -324,7 +324,7 @@ def test_bench_runs_a_cached_hub_dataset_and_a_parquet_file(hf_cache: Path, tmp_
         "--out",
         str(tmp_path / "hub.jsonl"),
     )
-    [summary] = hub["summaries"] if "summaries" in hub else hub["strategies"]
+    [summary] = hub["strategies"]
     assert summary["problems"] == 2 and summary["accuracy"] == 0.5  # 7 right, 1200 wrong
     records = [json.loads(line) for line in (tmp_path / "hub.jsonl").read_text().splitlines()]
     assert {r["dataset"] for r in records if "dataset" in r} == {"gsm8k-main-test"}
@@ -343,5 +343,5 @@ def test_bench_runs_a_cached_hub_dataset_and_a_parquet_file(hf_cache: Path, tmp_
         "--out",
         str(tmp_path / "quiz.jsonl"),
     )
-    [summary] = local["summaries"] if "summaries" in local else local["strategies"]
+    [summary] = local["strategies"]
     assert summary["problems"] == 2 and summary["accuracy"] == 0.5

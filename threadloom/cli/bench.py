@@ -67,8 +67,23 @@ def _load_problems(
             path, field=field, answer_field=answer_field, verifier=grader or "numeric", limit=limit
         )
         return path.stem, problems
+    if _is_source(dataset):  # hf:NAME[:CONFIG]:SPLIT, or a Parquet/Arrow/... file or folder
+        mapping = data.SourceOptions(
+            field=None if field == "question" else field,  # None: a known set's own columns
+            answer_field=None if answer_field == "answer" else answer_field,
+            verifier=grader,
+        )
+        loaded = data.open_source(dataset, mapping, limit=limit)
+        return loaded.name, loaded.problems
     options: dict[str, Any] = {"difficulty": difficulty} if difficulty is not None else {}
     return dataset, data.load(dataset, limit=limit, seed=seed, **options)
+
+
+def _is_source(dataset: str) -> bool:
+    from threadloom import data
+
+    named = {info.name for info in data.list_datasets()}
+    return dataset.strip().lower() not in named and data.is_source(dataset)
 
 
 def _dataset_options(
@@ -79,8 +94,13 @@ def _dataset_options(
     field: str,
     answer_field: str,
     grader: str | None,
+    problems: list[Problem],
 ) -> dict[str, Any]:
     """What decides a dataset's problems, for the fingerprint (a custom file: its hash)."""
+    if not dataset.endswith(".jsonl") and _is_source(dataset):
+        from threadloom.data import problems_digest
+
+        return {"seed": seed, "source": dataset.strip(), "problems": problems_digest(problems)}
     if dataset.endswith(".jsonl"):
         return {
             "seed": seed,
@@ -292,6 +312,10 @@ def bench_command(
                     f"{option} {path} is a directory; name a file inside it, "
                     f"e.g. {path / ('results.jsonl' if option == '--out' else 'scaling.png')}"
                 )
+        if plot is not None:
+            from threadloom.evaluation.plot import pyplot
+
+            pyplot()  # without the plots extra, refuse before the run rather than after it
         default = [] if budget_tokens is not None else ["single"]
         strategies = [make_strategy(s) for s in (strategy or default)]
         budget = BatchBudget(budget_tokens=budget_tokens) if budget_tokens is not None else None
@@ -319,6 +343,7 @@ def bench_command(
                 field=field,
                 answer_field=answer_field,
                 grader=grader,
+                problems=problems,
             ),
         )
         path = out or Path("runs") / f"bench-{name}.jsonl"

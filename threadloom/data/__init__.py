@@ -18,7 +18,13 @@ from __future__ import annotations
 
 from threadloom.data.files import load_jsonl
 from threadloom.data.registry import DatasetInfo, list_datasets, load
-from threadloom.data.sources import LoadedSet, SourceOptions, is_source, open_source
+from threadloom.data.sources import (
+    LoadedSet,
+    SourceOptions,
+    is_source,
+    open_source,
+    problems_digest,
+)
 
 __all__ = [
     "DatasetInfo",
@@ -29,4 +35,5 @@ __all__ = [
     "load",
     "load_jsonl",
     "open_source",
+    "problems_digest",
 ]

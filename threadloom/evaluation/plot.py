@@ -3,8 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
+from threadloom.errors import MissingDependencyError
 from threadloom.evaluation.summary import StrategySummary
+
+
+def pyplot() -> ModuleType:
+    """matplotlib's pyplot on the file-only Agg backend.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed; it comes with the `plots` extra.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingDependencyError.for_extra("matplotlib", "plots", "Plotting") from None
+    return plt
 
 
 def _kind(label: str) -> str:
@@ -27,12 +45,11 @@ def plot_scaling(summaries: list[StrategySummary], path: Path, title: str = "") 
     """Write a PNG with two panels; strategies of one kind at several budgets form a curve.
 
     Accuracy and coverage points carry their Wilson 95% intervals as error bars.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed (the `plots` extra).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     kinds: dict[str, list[StrategySummary]] = {}
     for summary in summaries:
