@@ -222,7 +222,9 @@ def bench_command(
     dataset: Annotated[
         str,
         typer.Option(
-            help="arithmetic, instructions, gsm8k, math500, humaneval, game24, or a path.jsonl"
+            help="arithmetic, instructions, gsm8k, math500, humaneval, game24, "
+            "hf:NAME[:CONFIG]:SPLIT (a Hub dataset), or a .jsonl/.parquet/.arrow/.json/.csv file "
+            "or save_to_disk folder"
         ),
     ] = "arithmetic",
     strategy: Annotated[
@@ -281,9 +283,9 @@ def bench_command(
     temperature: Annotated[float, typer.Option(min=0.0, max=5.0)] = 0.7,
     max_tokens: Annotated[int, typer.Option(min=1)] = 256,
     difficulty: Annotated[int | None, typer.Option(min=1, max=3, help="Procedural sets.")] = None,
-    field: Annotated[str, typer.Option(help="Question field of a custom JSONL.")] = "question",
-    answer_field: Annotated[str, typer.Option(help="Answer field of a custom JSONL.")] = "answer",
-    grader: Annotated[str | None, typer.Option(help="Grader for a custom JSONL.")] = None,
+    field: Annotated[str, typer.Option(help="Question field of your data.")] = "question",
+    answer_field: Annotated[str, typer.Option(help="Answer field of your data.")] = "answer",
+    grader: Annotated[str | None, typer.Option(help="Grader of your data.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     budget_tokens: Annotated[
         int | None,
