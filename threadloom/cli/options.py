@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 import yaml
@@ -148,11 +148,21 @@ def _configurable(command: Any) -> dict[str, Any]:
 def _config_value(param: Any, raw: Any, base: Path) -> Any:
     if param.multiple and not isinstance(raw, list):
         raw = [raw]
-    if getattr(param.type, "name", "") == "path" and raw is not None:
+    if _takes_a_path(param) and raw is not None:
         if isinstance(raw, list):
             return [str(base / str(item)) for item in raw]
         return str(base / str(raw))
     return raw
+
+
+def _takes_a_path(param: Any) -> bool:
+    """Whether an option's value is a file or folder (typer describes it by its annotation;
+    older versions through click's Path type)."""
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is not None:
+        annotation = descriptor.annotation
+        return annotation is Path or Path in get_args(annotation)
+    return getattr(getattr(param, "type", None), "name", "") == "path"
 
 
 def config_option() -> Any:
