@@ -10,13 +10,17 @@ from importlib import import_module
 from typing import Any
 
 from threadloom.errors import (
+    AuthenticationError,
+    BadRequestError,
     BudgetExhausted,
     ConfigError,
     ContextLengthError,
+    DatasetUnavailableError,
     GraphError,
     MissingDependencyError,
     ModelNotFoundError,
     RateLimited,
+    SandboxUnavailable,
     ThreadloomError,
     VerifierError,
     WorkerDead,
@@ -37,6 +41,11 @@ from threadloom.types import (
 )
 
 _LAZY = {
+    "Strategy": "threadloom.strategies.base",
+    "RunContext": "threadloom.orchestrator.context",
+    "Worker": "threadloom.workers.base",
+    "Verifier": "threadloom.verifiers.base",
+    "ProcessVerifier": "threadloom.verifiers.base",
     "run": "threadloom.orchestrator.runner",
     "stream": "threadloom.orchestrator.streaming",
     "RunEvent": "threadloom.orchestrator.streaming",
@@ -51,6 +60,8 @@ _LAZY = {
 }
 
 __all__ = [
+    "AuthenticationError",
+    "BadRequestError",
     "Budget",
     "BudgetExhausted",
     "Candidate",
@@ -58,6 +69,7 @@ __all__ = [
     "Completion",
     "ConfigError",
     "ContextLengthError",
+    "DatasetUnavailableError",
     "FakeWorker",
     "GenerationRequest",
     "GraphError",
@@ -67,16 +79,22 @@ __all__ = [
     "ModelNotFoundError",
     "OpenAIWorker",
     "Problem",
+    "ProcessVerifier",
     "RateLimited",
     "Result",
+    "RunContext",
     "RunEvent",
     "SamplingParams",
+    "SandboxUnavailable",
     "Score",
     "SelfJudgePRM",
+    "Strategy",
     "StrategyGraph",
     "ThreadloomError",
     "Usage",
+    "Verifier",
     "VerifierError",
+    "Worker",
     "WorkerDead",
     "WorkerError",
     "WorkerUnavailable",
