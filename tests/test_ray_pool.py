@@ -596,6 +596,7 @@ def test_cli_shows_actors_and_runs_from_a_cluster_file(
     assert not [a for a in ray.util.list_named_actors(True) if a["namespace"] == NAMESPACE]
 
 
+@pytest.mark.slow
 async def test_embedded_model_in_an_actor(cluster: dict[str, str]) -> None:
     pool = RayPool(
         "llamacpp",
