@@ -8,6 +8,7 @@ import asyncio
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 import pytest
@@ -379,3 +380,48 @@ async def test_a_cancelled_loser_never_starts_a_node_still_waiting_for_inputs() 
     assert [d["finish_reason"] for _, d in _generations_under(result, "slow")] == ["abort"]
     await asyncio.sleep(0)
     assert worker.in_flight == 0
+
+
+# ----- the real bundled model ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_first_join_on_the_real_model_aborts_the_loser_in_the_engine(
+    llama_worker: Any,
+) -> None:
+    plan = graph_from_dict(
+        {
+            "sot": {
+                "kind": "skeleton-of-thought",
+                "min_points": 2,
+                "max_points": 3,
+                "skeleton_tokens": 32,
+                "point_tokens": 24,
+            },
+            "bon": "best-of-n:n=2,max_tokens=300,temperature=0.8",
+            "final": {"join": ["sot", "bon"], "reducer": "first"},
+        }
+    )
+    problem = Problem(prompt="Give three tips for keeping a lighthouse lamp clean.")
+    result = await tl.arun(problem, plan, worker=llama_worker, seed=3)
+
+    final = next(n for n in result.trace.nodes if n.data.get("node") == "final")
+    (loser,) = final.data["cancelled_inputs"]
+    winner = ({"sot", "bon"} - {loser}).pop()
+    won = _below(result, winner)
+    assert result.candidates and all(c.node_id in won for c in result.candidates)
+    lost = _generations_under(result, loser)
+    assert all("finish_reason" in data for _, data in lost)
+    aborted = [data for _, data in lost if data["finish_reason"] == "abort"]
+    assert aborted, "the losing branch was still generating when the winner finished"
+    assert all(int(str(data["completion_tokens"])) < 300 for data in aborted)
+    # the engine dropped the aborted sequences at its next step and decodes nothing more
+    for _ in range(250):
+        if llama_worker.stats()["live_sequences"] == 0:
+            break
+        await asyncio.sleep(0.02)
+    stats = llama_worker.stats()
+    assert stats["live_sequences"] == 0 and stats["queued_requests"] == 0
+    decoded = stats["decoded_tokens"]
+    await asyncio.sleep(0.3)
+    assert llama_worker.stats()["decoded_tokens"] == decoded
