@@ -1,15 +1,21 @@
-"""LocalPool routing, concurrency bounds, failover and abort."""
+"""Pool (LocalPool) routing, concurrency bounds, failover and abort on in-process workers.
+
+The failover of a member that dies mid-stream is tested once for every pool in
+tests/workers/test_failover.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from failing_workers import Breaking, NewTurnWorker
 
 from threadloom import FakeWorker, GenerationRequest, SamplingParams, WorkerUnavailable
+from threadloom.errors import WorkerDead
 from threadloom.orchestrator.context import RunContext
 from threadloom.types import ChatMessage, Problem
-from threadloom.workers.pool import LocalPool
+from threadloom.workers.pool import LocalPool, Pool
 
 
 def req(key: str | None = None, rid: str | None = None) -> GenerationRequest:
@@ -91,3 +97,78 @@ async def test_cancelling_a_scope_aborts_its_generations() -> None:
     await asyncio.sleep(0.05)
     assert worker.tokens_emitted == emitted
     assert emitted < 4 * 400
+
+
+async def test_an_aborted_queued_request_never_reaches_a_member() -> None:
+    worker = FakeWorker([" ".join(["tok"] * 100)], token_delay_s=0.005)
+    pool = Pool(worker, max_concurrency=1)
+    running, queued = req(rid="running"), req(rid="queued")
+    first = asyncio.create_task(pool.generate(running))
+    second = asyncio.create_task(pool.generate(queued))
+    await asyncio.sleep(0.05)
+    assert pool.holder("queued") is None and pool.holder("running") is worker
+    assert await pool.abort("queued")
+    aborted = await asyncio.wait_for(second, 5)
+    assert aborted.finish_reason == "abort" and aborted.worker_id == pool.worker_id
+    assert await pool.abort("running")
+    assert (await first).finish_reason == "abort"
+    assert [r.request_id for r in worker.requests] == ["running"]
+    assert worker.aborted == ["running"]
+    assert not await pool.abort("queued")  # finished: the pool no longer knows it
+
+
+async def test_a_consumer_that_leaves_frees_its_slot_and_stops_the_member() -> None:
+    worker = FakeWorker([" ".join(["tok"] * 300)], token_delay_s=0.005)
+    pool = Pool(worker, max_concurrency=1)
+    stream = pool.stream(req())
+    async for delta in stream:
+        if delta.text:
+            break
+    await stream.aclose()
+    (member,) = pool.members
+    assert member.in_flight == 0 and member.tokens == 0 and worker.in_flight == 0
+    emitted = worker.tokens_emitted
+    await asyncio.sleep(0.05)
+    assert worker.tokens_emitted == emitted  # nothing decoded for the consumer that left
+    assert (await pool.generate(req())).finish_reason == "length"  # the slot is free again
+
+
+async def test_a_dead_member_leaves_routing_and_the_pool_says_when_none_is_left() -> None:
+    dead = Breaking(worker_id="dead")
+    dead.kill()
+    good = Breaking(worker_id="good")
+    pool = Pool([dead, good], failover={"backoff_s": 0.0})
+    done = await asyncio.gather(*(pool.generate(req()) for _ in range(4)))
+    assert {c.worker_id for c in done} == {"good"}
+    assert [m.state for m in pool.members] == ["dead", "ready"]
+    assert len(dead.requests) == 1  # tried once, then out of routing
+    good.kill()
+    with pytest.raises(WorkerUnavailable, match="no live worker"):
+        await pool.generate(req())
+
+
+async def test_a_member_that_cannot_continue_a_prefix_starts_the_request_over() -> None:
+    broken = Breaking(breaks=[3], worker_id="broken")
+    restarts = NewTurnWorker(["fresh answer"], worker_id="new-turn")
+    pool = Pool([broken, restarts], failover={"backoff_s": 0.0})
+    pool.router.choose(list(pool.members))  # the next choice rotates to `broken` first
+    texts = []
+    final = None
+    async for delta in pool.stream(req()):
+        texts.append(delta.text)
+        final = delta.completion or final
+    assert final is not None and final.text == "fresh answer" and final.attempts == 2
+    assert restarts.requests[0].prefix == ""  # asked from scratch with the whole budget
+    assert restarts.requests[0].params.max_tokens == 50
+    assert final.usage.completion_tokens == 2  # the abandoned text no longer counts
+
+
+async def test_pools_close_their_members_and_local_pool_is_the_same_class() -> None:
+    worker = FakeWorker(["ok"])
+    async with Pool([worker]) as pool:
+        assert (await pool.generate(req())).text == "ok"
+    with pytest.raises(WorkerDead):
+        await worker.generate(req())
+    with pytest.raises(WorkerDead):
+        await pool.generate(req())
+    assert LocalPool is Pool
