@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 from threadloom.errors import WorkerUnavailable
 from threadloom.types import Completion, GenerationRequest
-from threadloom.workers.base import Worker
+from threadloom.workers.base import SupportsStats, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +265,6 @@ class WorkerHost:
             restarted = bool(ctx.was_current_actor_reconstructed)
         caps = self._worker.capabilities
         running = [f for f in self._feeds.values() if not f.done]
-        stats = getattr(self._worker, "stats", None)
         drafted = self.drafted_tokens
         return {
             "worker_id": self.worker_id,
@@ -289,7 +288,7 @@ class WorkerHost:
                 "accepted_tokens": self.accepted_tokens,
                 "acceptance": round(self.accepted_tokens / drafted, 3) if drafted else None,
             },
-            "stats": stats() if callable(stats) else {},
+            "stats": self._worker.stats() if isinstance(self._worker, SupportsStats) else {},
         }
 
     async def ping(self) -> bool:

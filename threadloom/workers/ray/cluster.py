@@ -18,6 +18,7 @@ from typing import Any
 from threadloom.errors import ConfigError, MissingDependencyError
 from threadloom.types import Completion, GenerationRequest, Usage
 from threadloom.workers.base import StreamDelta, Worker, WorkerCapabilities
+from threadloom.workers.core import BaseWorker
 from threadloom.workers.ray.actor import WorkerHost
 from threadloom.workers.ray.config import (
     ClusterConfig,
@@ -226,7 +227,7 @@ async def list_actors(
     return list(await asyncio.gather(*(one(n) for n in names)))
 
 
-class RayCluster:
+class RayCluster(BaseWorker):
     """Every pool of a cluster file, on Ray; a Worker that generates with its generator pool.
 
     Args:
@@ -312,7 +313,7 @@ class RayCluster:
         found = await asyncio.gather(*(pool.describe() for pool in self.pools.values()))
         return [entry for entries in found for entry in entries]
 
-    async def close(self) -> None:
+    async def _shutdown(self) -> None:
         """Stop every actor; shut Ray down if this cluster object started or joined it."""
         try:
             await asyncio.gather(*(pool.close() for pool in self.pools.values()))
