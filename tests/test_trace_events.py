@@ -73,7 +73,7 @@ def test_events_are_only_built_when_someone_listens(monkeypatch: pytest.MonkeyPa
         raise AssertionError("an event was built with nobody listening")
 
     for cls in (NodeEvent, UpdateEvent, DeltaEvent, ResultEvent, EdgeEvent):
-        monkeypatch.setattr(cls, "model_construct", refuse)
+        monkeypatch.setattr(cls, "trusted", refuse)
     quiet = ThoughtGraph()
     node = quiet.add("generation", label="x", parents=[])
     quiet.update(node, finish_reason="stop")

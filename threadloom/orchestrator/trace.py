@@ -58,7 +58,7 @@ class ThoughtGraph:
                 edges.append((parent, edge_kind))
         if self._sink is not None:
             self._sink(
-                NodeEvent.model_construct(
+                NodeEvent.trusted(
                     event="node", t=self._now(), id=node_id, kind=kind, label=label,
                     parents=edges, data=data,
                 )
@@ -70,7 +70,7 @@ class ThoughtGraph:
         self.graph.nodes[node_id]["data"].update(data)
         if self._sink is not None:
             self._sink(
-                UpdateEvent.model_construct(event="update", t=self._now(), id=node_id, data=data)
+                UpdateEvent.trusted(event="update", t=self._now(), id=node_id, data=data)
             )
 
     def link(self, source: str, target: str, kind: str) -> None:
@@ -79,7 +79,7 @@ class ThoughtGraph:
             self.graph.add_edge(source, target, kind=kind)
             if self._sink is not None:
                 self._sink(
-                    EdgeEvent.model_construct(
+                    EdgeEvent.trusted(
                         event="edge", t=self._now(), source=source, target=target, kind=kind
                     )
                 )
@@ -89,14 +89,14 @@ class ThoughtGraph:
         end)."""
         if self._sink is not None:
             self._sink(
-                DeltaEvent.model_construct(event="delta", t=self._now(), id=node_id, text=text)
+                DeltaEvent.trusted(event="delta", t=self._now(), id=node_id, text=text)
             )
 
     def finish(self, answer: str | None, *, truncated: bool) -> None:
         """The run's last event: its answer, and whether a budget cut it short."""
         if self._sink is not None:
             self._sink(
-                ResultEvent.model_construct(
+                ResultEvent.trusted(
                     event="result", t=self._now(), answer=answer, truncated=truncated
                 )
             )
