@@ -425,3 +425,12 @@ async def test_a_first_join_on_the_real_model_aborts_the_loser_in_the_engine(
     decoded = stats["decoded_tokens"]
     await asyncio.sleep(0.3)
     assert llama_worker.stats()["decoded_tokens"] == decoded
+
+
+def test_every_example_plan_loads() -> None:
+    plans = [p for p in (ROOT / "examples").glob("*.yaml") if "nodes:" in p.read_text()]
+    assert {p.name for p in plans} >= {"sot_vs_bon.yaml", "sot_or_bon_first.yaml"}
+    for path in plans:
+        assert load_plan(path).sink == "final"
+    race = load_plan(ROOT / "examples" / "sot_or_bon_first.yaml").nodes["final"]
+    assert isinstance(race, Join) and race.races and race.inputs == ["sot", "bon"]
