@@ -15,12 +15,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pytest
 import typer
 import yaml
 from openai_server import Reply, ScriptedServer, chat_reply
 from typer.testing import CliRunner
 
 from threadloom.cli import application as cli
+from threadloom.cli.options import worker_spec
 from threadloom.exit_codes import USAGE
 
 runner = CliRunner()
@@ -271,6 +273,19 @@ def test_openai_without_a_url_uses_openai_base_url() -> None:
     assert data["text"] == "yes"
     assert len(bodies) == 1 and bodies[0]["model"] == "served"
     assert bodies[0]["messages"][-1]["content"] == "Is water wet?"
+
+
+def test_bench_records_name_the_server_from_openai_base_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the resume fingerprint must tell two servers apart, so the URL is written into the spec
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.delenv("THREADLOOM_WORKER", raising=False)
+    assert worker_spec("openai#model=m", None) == "openai:http://127.0.0.1:9/v1#model=m"
+    assert worker_spec("openai:http://other/v1", None) == "openai:http://other/v1"
+    monkeypatch.setenv("THREADLOOM_WORKER", "openai")
+    assert worker_spec(None, None) == "openai:http://127.0.0.1:9/v1"
+    assert worker_spec(None, tmp_path / "m.gguf") == f"llamacpp:{tmp_path / 'm.gguf'}"
 
 
 # ----- renamed flags ------------------------------------------------------------------------

@@ -202,12 +202,12 @@ def test_a_typed_error_from_main_keeps_its_text_and_code(
 def test_a_cluster_file_path_with_markup_prints_as_written(tmp_path: Path) -> None:
     cluster = tmp_path / "[bold]cluster.yaml"
     cluster.write_text("pools:\n  gen:\n    kind: fake\n    replicas: 1\n")
-    shown = runner.invoke(cli.app, ["workers", "--workers", str(cluster)], env={"COLUMNS": "250"})
+    shown = runner.invoke(cli.app, ["workers", "--cluster", str(cluster)], env={"COLUMNS": "250"})
     assert shown.exit_code == 0, shown.output
     assert "[bold]cluster.yaml" in flat(shown.output)
     refused = tmp_path / "[bold]refused.yaml"
     refused.write_text('pools:\n  "[/gen]":\n    kind: fake\n')
-    failed = runner.invoke(cli.app, ["workers", "--workers", str(refused)])
+    failed = runner.invoke(cli.app, ["workers", "--cluster", str(refused)])
     assert failed.exit_code == USAGE
     assert "[bold]refused.yaml" in flat(failed.output) and "'[/gen]'" in failed.output
 

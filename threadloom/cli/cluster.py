@@ -11,7 +11,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from threadloom.cli.console import console, write_json
+from threadloom.cli.console import table_console, write_json
 from threadloom.workers.base import Worker
 
 
@@ -28,7 +28,7 @@ def cluster_worker(
 
 def show_pools(cluster_file: Path, config: Any) -> None:
     """Print the pools a cluster file declares."""
-    table = Table(title=Text(f"pools in {cluster_file}"))
+    table = Table()
     for column in ("pool", "role", "worker", "replicas", "per actor", "tp", "slots", "spec."):
         table.add_column(column, justify="right" if column in ("replicas", "tp") else "left")
     for name, spec in config.pools.items():
@@ -42,7 +42,9 @@ def show_pools(cluster_file: Path, config: Any) -> None:
             str(spec.max_concurrency or "worker batch"),
             "on" if spec.speculation else "off",
         )
-    console.print(table)
+    out = table_console()
+    out.print(Text(f"pools in {cluster_file}", style="italic"))  # a path never wraps in a title
+    out.print(table)
 
 
 def show_cluster(
@@ -68,7 +70,7 @@ def show_cluster(
         if as_json:
             write_json(json.dumps({**shown, "checked_against": None}, indent=2, default=str))
         elif config is not None:
-            console.print("[dim]no --ray-address: pools not checked against a cluster[/]")
+            table_console().print("[dim]no --ray-address: pools not checked against a cluster[/]")
         return
     owned = ray_cluster.connect(address, namespace=namespace)
     try:
@@ -79,7 +81,7 @@ def show_cluster(
             ray_cluster.check_placement(config.pools)
             shown["placement"] = "every pool fits this cluster's nodes"
             if not as_json:
-                console.print("[green]ok[/]: every pool fits this cluster's nodes")
+                table_console().print("[green]ok[/]: every pool fits this cluster's nodes")
         actors = asyncio.run(ray_cluster.list_actors(namespace))
     finally:
         if owned:
@@ -132,14 +134,14 @@ def _nodes_table(cluster: dict[str, Any]) -> None:
             f"{res.get('memory', 0) / 2**30:.1f}",
             _resources(custom),
         )
-    console.print(table)
+    table_console().print(table)
     free = cluster["free"]
-    console.print(f"[dim]free now: CPU {free['CPU']:g} · GPU {free['GPU']:g}[/]")
+    table_console().print(f"[dim]free now: CPU {free['CPU']:g} · GPU {free['GPU']:g}[/]")
 
 
 def _actors_table(actors: list[dict[str, Any]], namespace: str) -> None:
     if not actors:
-        console.print(
+        table_console().print(
             f"no threadloom actors in namespace {namespace!r} (they live as long as the job "
             "that created them)"
         )
@@ -173,7 +175,7 @@ def _actors_table(actors: list[dict[str, Any]], namespace: str) -> None:
             f"{actor.get('served', 0)} · {actor.get('completion_tokens', 0)} tok",
             speculation,
         )
-    console.print(table)
+    table_console().print(table)
 
 
 def _resources(resources: dict[str, float]) -> str:

@@ -19,15 +19,16 @@ WIDE = 150
 
 
 def print_error(message: str) -> None:
-    """'error: message' on stderr; the message (user and model text) is never read as markup."""
-    err_console.print(Text.assemble(("error:", "bold red"), " ", replace_lone_surrogates(message)))
+    """'error: message' on stderr as one line (never wrapped, so logs can be searched); the
+    message (user and model text) is never read as markup."""
+    text = Text.assemble(("error:", "bold red"), " ", replace_lone_surrogates(message))
+    err_console.print(text, soft_wrap=True)
 
 
 def warn(message: str) -> None:
     """'warning: message' on stderr, taken literally."""
-    err_console.print(
-        Text(f"warning: {replace_lone_surrogates(message)}", style="yellow"), highlight=False
-    )
+    text = Text(f"warning: {replace_lone_surrogates(message)}", style="yellow")
+    err_console.print(text, highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = USAGE) -> typer.Exit:

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from threadloom.cli.console import console, fail_on, write_json
+from threadloom.cli.console import fail_on, table_console, write_json
 from threadloom.cli.options import LogLevelOption, OldClusterOption, renamed
 from threadloom.errors import ThreadloomError
 from threadloom.registry import BUILTIN_ORIGIN, KindInfo
@@ -83,8 +83,9 @@ def workers_command(
     for info in kinds:
         available = "yes" if info.available else "no"
         table.add_row(_kind_cell(info), Text(info.usage), available, Text(info.summary))
-    console.print(table)
-    console.print(
+    out = table_console()
+    out.print(table)
+    out.print(
         f"[bold]model:[/] {escape(name)}\n[bold]path:[/] {escape(str(path))}\n"
         f"[bold]size:[/] {path.stat().st_size / 1e6:.1f} MB"
     )
@@ -94,7 +95,7 @@ def workers_command(
         table.add_column("value", justify="right")
         for field, value in state.items():
             table.add_row(field, "-" if value is None else str(value))
-        console.print(table)
+        out.print(table)
 
 
 def _measure_speculation(model: Path) -> dict[str, Any]:
@@ -144,8 +145,9 @@ def strategies_command(as_json: JsonOption = False, log_level: LogLevelOption = 
         table.add_column(column)
     for info, options in rows:
         table.add_row(_kind_cell(info), ", ".join(options), Text(info.summary))
-    console.print(table)
-    console.print(f"[bold]verifiers:[/] {escape(', '.join(verifier_kinds.kinds()))}")
+    out = table_console()
+    out.print(table)
+    out.print(f"[bold]verifiers:[/] {escape(', '.join(verifier_kinds.kinds()))}")
 
 
 def verifiers_command(as_json: JsonOption = False, log_level: LogLevelOption = None) -> None:
@@ -161,4 +163,4 @@ def verifiers_command(as_json: JsonOption = False, log_level: LogLevelOption = N
         table.add_column(column)
     for info in kinds:
         table.add_row(_kind_cell(info), "yes" if info.available else "no", Text(info.summary))
-    console.print(table)
+    table_console().print(table)

@@ -189,9 +189,14 @@ def renamed(new: Any, old: Any, *, new_flag: str, old_flag: str) -> Any:
 
 def worker_spec(worker: str | None, model: Path | None) -> str | None:
     """The worker spec from `--worker`/`--model`, else $THREADLOOM_WORKER, else None (the
-    bundled model)."""
+    bundled model); a bare 'openai' gets $OPENAI_BASE_URL written out."""
     if model is not None and worker is not None:
         raise fail("give --model or --worker, not both")
     if model is not None:
         return f"llamacpp:{model}"
-    return worker or os.environ.get(WORKER_ENV, "").strip() or None
+    spec = worker or os.environ.get(WORKER_ENV, "").strip()
+    if not spec:
+        return None
+    from threadloom.workers.registry import spec_with_defaults
+
+    return spec_with_defaults(spec)

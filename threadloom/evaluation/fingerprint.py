@@ -126,7 +126,7 @@ def describe_worker_spec(
     """
     if workers_file is not None:
         if not workers_file.is_file():
-            raise ConfigError(f"cluster file not found: {workers_file} (pass --workers FILE.yaml)")
+            raise ConfigError(f"cluster file not found: {workers_file} (pass --cluster FILE.yaml)")
         return "ray", f"cluster:{file_sha256(workers_file)}"
     kind, model = _describe_spec(spec)
     return ("ray", model) if ray_address is not None else (kind, model)

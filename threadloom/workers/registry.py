@@ -75,6 +75,21 @@ def make_worker(spec: str | Worker | None = None, **options: Any) -> Worker:
     return worker  # type: ignore[no-any-return]
 
 
+def spec_with_defaults(spec: str) -> str:
+    """The spec with what the environment supplies written out: a bare 'openai' (or
+    'openai#model=NAME') gets $OPENAI_BASE_URL, so records and messages name the server."""
+    kind, _, argument = spec.partition(":")
+    name, hash_mark, settings = kind.partition("#")
+    url = _openai_url_from_env()
+    if worker_kinds.canonical(name) != "openai" or argument or not url:
+        return spec
+    return f"openai:{url}{hash_mark}{settings}"
+
+
+def _openai_url_from_env() -> str:
+    return os.environ.get("OPENAI_BASE_URL", "").strip()
+
+
 def llamacpp_worker(argument: str, **options: Any) -> Worker:
     """The llama.cpp worker on a GGUF path, or on the bundled model without one."""
     from threadloom.workers.llamacpp.worker import LlamaCppWorker
@@ -102,9 +117,8 @@ def openai_worker(argument: str, **options: Any) -> Worker:
     $OPENAI_BASE_URL when set, else the worker's default (a server on this machine)."""
     from threadloom.workers.openai.worker import OpenAIWorker
 
-    env_url = os.environ.get("OPENAI_BASE_URL", "").strip()
-    if not argument and env_url and "base_url" not in options:
-        argument = env_url
+    if not argument and "base_url" not in options:
+        argument = _openai_url_from_env()
     if argument:
         base_url, _, settings = argument.partition("#")
         options["base_url"] = base_url
