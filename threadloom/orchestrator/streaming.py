@@ -44,7 +44,7 @@ class RunEvent(BaseModel):
     """The Result, on the final event only."""
 
 
-_SELECTIONS: dict[str, EventType] = {
+_RUN_EVENT_TYPES: dict[str, EventType] = {  # trace node kind -> what a stream calls it
     "generation": "branch_start",
     "score": "score",
     "select": "select",
@@ -60,7 +60,7 @@ def translate(event: TraceEvent) -> RunEvent | None:
     if isinstance(event, NodeEvent):
         data = {**event.data, "kind": event.kind, "parents": [list(p) for p in event.parents]}
         return RunEvent(
-            type=_SELECTIONS.get(event.kind, "node"),
+            type=_RUN_EVENT_TYPES.get(event.kind, "node"),
             t=event.t,
             node=event.id,
             label=event.label,
