@@ -134,11 +134,12 @@ def describe_worker_spec(
 
 def _describe_spec(spec: str | None) -> tuple[str, str]:
     from threadloom.workers.models import resolve_model_path
+    from threadloom.workers.registry import worker_kinds
 
     text = spec or "llamacpp"
     kind, _, argument = text.partition(":")
-    kind = kind.strip().lower().replace("_", "").replace("-", "")
-    if kind in ("llamacpp", "default", "local"):
+    kind = worker_kinds.canonical(kind)
+    if kind == "llamacpp":
         return "llamacpp", file_sha256(resolve_model_path(argument or None))
     if text.lower().endswith(".gguf"):
         return "llamacpp", file_sha256(resolve_model_path(text))

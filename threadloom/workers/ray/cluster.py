@@ -37,8 +37,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 logger = logging.getLogger(__name__)
 
-_LLAMACPP_KINDS = ("llamacpp", "llama-cpp", "llama_cpp", "default", "local")
-
 
 def connect(
     address: str | None = None, *, namespace: str = "threadloom", num_cpus: int | None = None
@@ -128,8 +126,10 @@ def _remote_host() -> Any:
 
 
 def _is_llamacpp(spec: str) -> bool:
-    kind = spec.partition(":")[0].strip().lower()
-    return kind in _LLAMACPP_KINDS or spec.endswith(".gguf")
+    from threadloom.workers.registry import worker_kinds
+
+    kind = spec.partition(":")[0]
+    return worker_kinds.canonical(kind) == "llamacpp" or spec.endswith(".gguf")
 
 
 def spawn_actor(
