@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import Field
 
 from threadloom.strategies.base import Strategy
+from threadloom.strategies.tally import rank_by_vote
 from threadloom.types import Candidate
-from threadloom.verifiers.voting import VoteGroup, logprob_of, vote
+from threadloom.verifiers.voting import VoteGroup
 
 if TYPE_CHECKING:
     from threadloom.orchestrator.context import RunContext
@@ -37,27 +38,11 @@ class SelfConsistency(Strategy):
             **self.sampling_overrides(),
         )
         judge = ctx.verifier(self.verifier)
-        if judge is not None:
-            await ctx.score_all(candidates, self.verifier)
+        if judge is None:
+            return rank_by_vote(ctx, candidates)
+        await ctx.score_all(candidates, self.verifier)
 
-        def tie_break(group: VoteGroup) -> float:
-            if judge is not None:
-                return sum(m.score_value(judge.name) or 0.0 for m in group.members)
-            return max(logprob_of(m) for m in group.members)
+        def summed_score(group: VoteGroup) -> float:
+            return sum(m.score_value(judge.name) or 0.0 for m in group.members)
 
-        groups = vote(candidates, ctx.problem.answer_format, tie_break=tie_break)
-        ordered: list[Candidate] = []
-        for group in groups:
-            ordered.extend(sorted(group.members, key=logprob_of, reverse=True))
-        voted = {id(c) for c in ordered}
-        ordered.extend(c for c in candidates if id(c) not in voted)
-        if groups:
-            winner = groups[0]
-            ctx.trace.add(
-                "vote",
-                label=f"{winner.key} with {len(winner.members)}/{len(candidates)} votes",
-                parents=[(m.node_id, "join") for m in winner.members if m.node_id],
-                answer=winner.members[0].answer,
-                votes={g.members[0].answer: len(g.members) for g in groups},
-            )
-        return ordered
+        return rank_by_vote(ctx, candidates, tie_break=summed_score)

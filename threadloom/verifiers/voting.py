@@ -138,26 +138,44 @@ def vote(
     orders groups of equal weight (higher first), then the earliest group wins.
     """
     groups: dict[str, VoteGroup] = {}
+    keys: dict[str | None, str | None] = {}  # samples that agree mostly write the same text
     for candidate in candidates:
-        key = answer_key(candidate.answer, answer_format)
+        answer = candidate.answer
+        if answer in keys:
+            key = keys[answer]
+        else:
+            key = keys[answer] = answer_key(answer, answer_format)
         if key is None:
             continue
-        group = groups.setdefault(key, VoteGroup(key=key, weight=0.0))
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = VoteGroup(key=key, weight=0.0)
         group.weight += 1.0 if weight is None else weight(candidate)
         group.members.append(candidate)
     ranked = list(groups.values())
-    order = {g.key: i for i, g in enumerate(ranked)}
-    ranked.sort(
-        key=lambda g: (
-            -round(g.weight, 12),
-            -(tie_break(g) if tie_break else 0.0),
-            order[g.key],
+    if len(ranked) > 1:
+        order = {g.key: i for i, g in enumerate(ranked)}
+        ranked.sort(
+            key=lambda g: (
+                -round(g.weight, 12),
+                -(tie_break(g) if tie_break else 0.0),
+                order[g.key],
+            )
         )
-    )
     for group in ranked:
         for member in group.members:
             member.votes = len(group.members)
     return ranked
+
+
+def order_by_vote(candidates: Sequence[Candidate], groups: Sequence[VoteGroup]) -> list[Candidate]:
+    """All candidates in the order of their groups' rank (the surest sample first within a
+    group, by mean log-probability), then those that did not vote, in their order."""
+    ordered = [m for g in groups for m in sorted(g.members, key=logprob_of, reverse=True)]
+    if len(ordered) < len(candidates):
+        voted = {id(c) for c in ordered}
+        ordered.extend(c for c in candidates if id(c) not in voted)
+    return ordered
 
 
 def logprob_of(candidate: Candidate) -> float:
