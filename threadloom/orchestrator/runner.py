@@ -126,7 +126,8 @@ async def arun(
         params: Default sampling parameters for the strategy's generations.
         budget: Limits on generations, tokens, verifier calls and wall time.
         seed: Makes sampling reproducible (per-sample seeds are drawn from it).
-        on_event: Called with every trace event (dicts), e.g. to write JSONL or show progress.
+        on_event: Called with every trace event (a typed `TraceEvent`), e.g. to write JSONL
+            (`event_line`) or show progress.
         on_error: When one sample's worker fails: "fail" aborts the others and raises; "keep"
             drops the failed sample and goes on with the rest.
         **strategy_options: Options for the strategy, e.g. n=8.
