@@ -434,3 +434,27 @@ def test_every_example_plan_loads() -> None:
         assert load_plan(path).sink == "final"
     race = load_plan(ROOT / "examples" / "sot_or_bon_first.yaml").nodes["final"]
     assert isinstance(race, Join) and race.races and race.inputs == ["sot", "bon"]
+
+
+async def test_a_nested_graph_written_in_shorthand_races_inside_its_node() -> None:
+    def delay(request: GenerationRequest) -> float:
+        return 0.0 if request.params.temperature == 0.1 else 0.05
+
+    plan = graph_from_dict(
+        {
+            "inner": {
+                "kind": "graph",
+                "nodes": {
+                    "quick": "single:temperature=0.1",
+                    "slow": {"kind": "single", "temperature": 0.2},
+                    "final": {"join": ["quick", "slow"], "reducer": "first"},
+                },
+            },
+            "other": "single:temperature=0.1",
+            "final": {"join": ["inner", "other"]},
+        }
+    )
+    worker = FakeWorker(lambda r, i: _by_temperature(r, i) + " x" * 30, token_delay_s=delay)
+    result = await tl.arun(Q, plan, worker=worker)
+    assert [c.text.split(" x")[0] for c in result.candidates] == ["branch 1", "branch 1"]
+    assert len(worker.aborted) == 1 and worker.in_flight == 0

@@ -8,12 +8,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from threadloom.errors import ConfigError, GraphError
-from threadloom.graph.nodes import GraphNode, Join, Wait
+from threadloom.graph.nodes import GraphNode, Join, Wait, node_data
 from threadloom.graph.plan import Graph
 from threadloom.strategies.base import Strategy
 from threadloom.types import Budget
-
-_NODE_KEYS = ("inputs", "map", "budget")
 
 
 class GraphBuilder:
@@ -128,13 +126,7 @@ def graph_from_dict(data: Any) -> Graph:
 
 
 def _parse_node(name: str, node: Any) -> GraphNode:
-    if isinstance(node, (str, Strategy)):
-        node = {"strategy": node}
-    if isinstance(node, Mapping) and "kind" in node and not {"join", "strategy"} & set(node):
-        node = {
-            "strategy": {k: v for k, v in node.items() if k not in _NODE_KEYS},
-            **{k: v for k, v in node.items() if k in _NODE_KEYS},
-        }
+    node = node_data(node)
     kind: type[GraphNode] = Join if isinstance(node, Mapping) and "join" in node else GraphNode
     try:
         return kind.model_validate(node)

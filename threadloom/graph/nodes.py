@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -15,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from threadloom.strategies.base import Strategy
 from threadloom.strategies.registry import StrategyField, make_strategy
 from threadloom.types import Budget
 
@@ -116,6 +119,26 @@ class Join(GraphNode):
         return f"join[{self.wait_for}]({self.strategy.label()})"
 
 
+_NODE_KEYS = ("inputs", "map", "budget")
+
+
+def node_data(node: Any) -> Any:
+    """A node as written in a plan, in the form the node models read.
+
+    A spec string or strategy instance becomes ``{strategy: ...}``; a strategy's own fields
+    with ``kind`` (plus inputs/map/budget) are gathered under ``strategy``; joins and nodes
+    already written ``{strategy: ...}`` pass unchanged.
+    """
+    if isinstance(node, (str, Strategy)):
+        return {"strategy": node}
+    if isinstance(node, Mapping) and "kind" in node and not {"join", "strategy"} & set(node):
+        return {
+            "strategy": {k: v for k, v in node.items() if k not in _NODE_KEYS},
+            **{k: v for k, v in node.items() if k in _NODE_KEYS},
+        }
+    return node
+
+
 def _node_tag(value: Any) -> str:
     if isinstance(value, Join) or (isinstance(value, dict) and "join" in value):
         return "join"
@@ -125,5 +148,6 @@ def _node_tag(value: Any) -> str:
 PlanNode = Annotated[
     Annotated[GraphNode, Tag("strategy")] | Annotated[Join, Tag("join")],
     Discriminator(_node_tag),
+    BeforeValidator(node_data),
 ]
 """A node of a plan: a strategy node, or a join (recognised by its 'join' key)."""
