@@ -13,7 +13,7 @@ import threadloom as tl
 from threadloom import FakeWorker, Problem
 from threadloom.orchestrator.context import RunContext
 from threadloom.orchestrator.events import TraceEvent, UpdateEvent
-from threadloom.types import GenerationRequest, SamplingParams
+from threadloom.types import Budget, Candidate, GenerationRequest, SamplingParams, Score
 from threadloom.workers.base import StreamDelta
 
 Q = Problem(prompt="What is 6 * 7?", answer_format="number")
@@ -147,3 +147,25 @@ async def test_a_scope_draws_the_same_seeds_for_the_same_run_seed() -> None:
         seeds.append([r.params.seed for r in worker.requests])
     assert seeds[0] == seeds[1]
     assert len(set(seeds[0])) == 4
+
+
+class TimesOut:
+    """A verifier whose own time limit runs out on every candidate."""
+
+    name = "times-out"
+
+    async def score(self, problem: Problem, candidate: Candidate) -> Score:
+        raise TimeoutError("took too long")
+
+
+@pytest.mark.parametrize("budget", [None, Budget(max_wall_time_s=30)])
+async def test_a_verifiers_own_timeout_scores_as_failed_with_or_without_a_deadline(
+    budget: Budget | None,
+) -> None:
+    judge = TimesOut()
+    ctx = RunContext(Q, FakeWorker(), verifiers={judge.name: judge}, budget=budget)
+    [candidate] = await ctx.sample(1)
+    score = await ctx.score(candidate, judge.name)
+    assert score is not None and score.passed is False
+    assert "TimeoutError" in score.detail
+    assert not ctx.truncated

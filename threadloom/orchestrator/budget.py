@@ -7,6 +7,8 @@ import time
 from threadloom.errors import BudgetExhausted
 from threadloom.types import Budget, Completion, Usage
 
+_UNLIMITED = Budget()
+
 
 class BudgetTracker:
     """Tracks spending against limits. Several trackers (run, node) can watch one Usage each.
@@ -18,7 +20,7 @@ class BudgetTracker:
     """
 
     def __init__(self, budget: Budget | None, usage: Usage, parent: BudgetTracker | None = None):
-        self.budget = budget or Budget()
+        self.budget = budget or _UNLIMITED
         self.usage = usage
         self.parent = parent
         self.started = time.perf_counter()

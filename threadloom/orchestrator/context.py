@@ -37,6 +37,8 @@ from threadloom.workers.base import StreamDelta, Worker
 
 logger = logging.getLogger(__name__)
 
+_DEFAULT_PARAMS = SamplingParams()
+
 T = TypeVar("T")
 OnError = Literal["fail", "keep"]
 """What a failed sample does to its siblings: `fail` aborts them all and raises; `keep` drops
@@ -76,7 +78,7 @@ class RunContext:
         if default_verifier is not None and default_verifier not in self.verifiers:
             raise ConfigError(f"default verifier {default_verifier!r} is not among the verifiers")
         self.default_verifier = default_verifier
-        self.params = params or SamplingParams()
+        self.params = params or _DEFAULT_PARAMS
         self.trace = trace or ThoughtGraph()
         self.seed = seed
         self._rng: random.Random | None = None
@@ -517,13 +519,16 @@ class RunContext:
         deadline; the caller records what it cost."""
         if self.cancelled:
             raise BudgetExhausted("scope cancelled")
+        left = self.budget.time_left_s()
+        limit = None if left is None else asyncio.timeout(left)
         self.budget.begin_verifier_call()
-        limit = asyncio.timeout(self.budget.time_left_s())
         try:
+            if limit is None:
+                return await work()
             async with limit:
                 return await work()
         except TimeoutError:
-            if not limit.expired():
+            if limit is None or not limit.expired():
                 raise  # the verifier's own timeout, not the deadline
             self.budget.hit_deadline()
             raise BudgetExhausted("verification cut at the deadline") from None
