@@ -297,8 +297,15 @@ async def vllm_subject(vllm_module_worker: Any) -> AsyncIterator[Subject]:
 def _ray_pool() -> Any:
     from threadloom.workers.ray.pool import RayPool
 
+    reply = LONG_REPLY
+
+    def build() -> Worker:  # nested, so Ray ships it by value to the actor
+        from threadloom.workers.fake import FakeWorker
+
+        return FakeWorker((reply,), token_delay_s=0.005, max_context=256, max_concurrency=2)
+
     return RayPool(
-        factory=lambda: _fake(max_concurrency=2),
+        factory=build,
         replicas=1,
         max_concurrency=2,
         resources={"num_cpus": 0.25},
