@@ -13,6 +13,7 @@ from threadloom.unicode_text import first_lone_surrogate
 
 M = TypeVar("M", bound=BaseModel)
 _WORKER_MEMBERS = ("generate", "stream", "abort", "close", "worker_id", "capabilities")
+_ANSWER_FORMATS: tuple[str, ...] = get_args(AnswerFormat)
 
 
 def check_run_arguments(
@@ -97,10 +98,9 @@ def check_answer_format(answer_format: object) -> None:
     Raises:
         ConfigError: Any other value, listing the valid ones.
     """
-    valid = get_args(AnswerFormat)
-    if answer_format is not None and answer_format not in valid:
+    if answer_format is not None and answer_format not in _ANSWER_FORMATS:
         raise ConfigError(
-            f"answer_format must be one of {', '.join(valid)}; got {answer_format!r}"
+            f"answer_format must be one of {', '.join(_ANSWER_FORMATS)}; got {answer_format!r}"
         )
 
 

@@ -67,14 +67,17 @@ async def execute(
     """
     started = time.perf_counter()
     left = ctx.budget.time_left_s()
-    limit = asyncio.timeout(None if left is None else left + RUN_GRACE_S)
+    limit = None if left is None else asyncio.timeout(left + RUN_GRACE_S)
     try:
-        async with limit:
+        if limit is None:
             candidates = await strategy.run(ctx, inputs or [])
+        else:
+            async with limit:
+                candidates = await strategy.run(ctx, inputs or [])
     except BudgetExhausted:
         candidates = []
     except TimeoutError:
-        if not limit.expired():
+        if limit is None or not limit.expired():
             raise
         ctx.budget.hit_deadline()
         candidates = []
