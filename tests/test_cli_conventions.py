@@ -138,6 +138,22 @@ def test_graph_and_trace_as_json(tmp_path: Path) -> None:
     assert any(e.get("event") == "node" and e.get("kind") == "prompt" for e in events)
 
 
+def test_sandbox_check_as_json() -> None:
+    from threadloom.verifiers.sandbox.attacks import ATTACKS
+
+    outcome = runner.invoke(cli.app, ["sandbox", "check", "--no-guards", "--json"])
+    report = json.loads(outcome.stdout)
+    layers = {row["layer"]: row["works"] for row in report["layers"]}
+    assert layers["guards"] is True
+    # exit 0 exactly when bwrap works here and contained every attack
+    assert (outcome.exit_code == 0) == report["contained"]
+    if layers["namespaces (bwrap run)"]:
+        assert [a["attack"] for a in report["attacks"]] == [a.name for a in ATTACKS]
+        assert {"bwrap"} == {key for a in report["attacks"] for key in a["outcomes"]}
+    else:
+        assert report["attacks"] == [] and outcome.exit_code == 3
+
+
 # ----- logging ----------------------------------------------------------------------------
 
 ADAPTIVE = ("run", "q", "-s", "adaptive-consistency", "--worker", "fake:7", "--json")
