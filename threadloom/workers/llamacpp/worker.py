@@ -11,8 +11,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
 from threadloom.errors import (
     ConfigError,
     ContextLengthError,
@@ -22,6 +20,7 @@ from threadloom.errors import (
 from threadloom.types import ChatMessage, Completion, GenerationRequest, TokenLogprob
 from threadloom.unicode_text import replace_lone_surrogates
 from threadloom.workers.base import StreamDelta, WorkerCapabilities
+from threadloom.workers.chat_template import ChatTemplate
 from threadloom.workers.core import BaseWorker, CompletionBuilder, ThreadBridge
 from threadloom.workers.llamacpp.speculation import (
     SPECULATION_MODES,
@@ -119,10 +118,13 @@ class LlamaCppWorker(BaseWorker):
         )
         metadata: dict[str, str] = dict(self._llama.metadata())
         template = metadata.get("tokenizer.chat_template")
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        self._template = env.from_string(template) if template else None
         self._bos = self._token_text(self._llama.token_bos())
         self._eos = self._token_text(self._llama.token_eos())
+        self._template = (
+            ChatTemplate(template=template, bos_token=self._bos, eos_token=self._eos)
+            if template
+            else None
+        )
         self._model_name = (
             BUNDLED_NAME
             if self.model_path == _bundled_or_none()
@@ -159,14 +161,7 @@ class LlamaCppWorker(BaseWorker):
                 f"{self.model_path.name} has no chat template; send plain-text requests "
                 "(GenerationRequest(text=...)) or use a chat model"
             )
-        messages = [m.model_dump() for m in request.messages or ()]
-        rendered = self._template.render(
-            messages=messages,
-            add_generation_prompt=True,
-            bos_token=self._bos,
-            eos_token=self._eos,
-        )
-        return rendered + request.prefix
+        return self._template.render(request.messages or ()) + request.prefix
 
     def tokenize(
         self, text: str, *, special: bool = True, add_bos: bool | None = None
@@ -220,9 +215,7 @@ class LlamaCppWorker(BaseWorker):
         markers = [f"\ue000{tag}:{i}\ue001" for i in range(len(messages))]
         for message, marker in zip(messages, markers, strict=True):
             message["content"] = marker
-        rendered = self._template.render(
-            messages=messages, add_generation_prompt=True, bos_token=self._bos, eos_token=self._eos
-        )
+        rendered = self._template.render(messages)
         parts = re.split(f"\ue000{tag}:(\\d+)\ue001", rendered)
         order = [int(i) for i in parts[1::2]]
         if order != list(range(len(messages))):

@@ -8,9 +8,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from threadloom.workers.chat_template import ChatTemplate
 from threadloom.workers.openai.dialects import DialectName
 from threadloom.workers.openai.http import exposes_secrets, redact_url
-from threadloom.workers.openai.protocol import ChatTemplate, Endpoint
+from threadloom.workers.openai.protocol import Endpoint
 
 __all__ = ["OpenAIWorkerConfig"]
 

@@ -12,11 +12,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
-
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-from pydantic import BaseModel, ConfigDict
 
 from threadloom.errors import (
     AuthenticationError,
@@ -25,60 +21,11 @@ from threadloom.errors import (
     ContextLengthError,
     ThreadloomError,
 )
-from threadloom.types import ChatMessage, GenerationRequest
+from threadloom.types import GenerationRequest
+from threadloom.workers.chat_template import ChatTemplate
 from threadloom.workers.openai.dialects import Dialect, dialect_named
 
 Endpoint = Literal["chat", "completions"]
-
-
-class ChatTemplate(BaseModel):
-    """A Jinja chat template, for rendering chat messages into raw completion text."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    template: str
-    """The template source (as in a tokenizer config or GGUF metadata)."""
-    bos_token: str = ""
-    """Text of the beginning-of-sequence token, for templates that write it."""
-    eos_token: str = ""
-    """Text of the end-of-sequence token, for templates that write it."""
-
-    def render(self, messages: tuple[ChatMessage, ...]) -> str:
-        """The prompt text for `messages`, ending with the opening of the assistant's turn."""
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        return env.from_string(self.template).render(
-            messages=[m.model_dump() for m in messages],
-            add_generation_prompt=True,
-            bos_token=self.bos_token,
-            eos_token=self.eos_token,
-        )
-
-    @classmethod
-    def from_gguf(cls, model: str | Path | None = None) -> ChatTemplate:
-        """The chat template stored in a GGUF file (None: the bundled SmolLM2 model)."""
-        import llama_cpp
-
-        from threadloom.workers.models import resolve_model_path
-
-        path = resolve_model_path(model)
-        llama = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
-        try:
-            template = llama.metadata.get("tokenizer.chat_template")
-            if not template:
-                raise ConfigError(f"{path.name} has no chat template; pass one as text instead")
-
-            def text(token: int) -> str:
-                if token < 0:
-                    return ""
-                return llama.detokenize([token], special=True).decode("utf-8", errors="replace")
-
-            return cls(
-                template=template,
-                bos_token=text(llama.token_bos()),
-                eos_token=text(llama.token_eos()),
-            )
-        finally:
-            llama.close()
 
 
 @dataclass(frozen=True)

@@ -45,11 +45,12 @@ from threadloom.errors import (
 )
 from threadloom.types import Completion, GenerationRequest, Timings, TokenUsage
 from threadloom.workers.base import StreamDelta, WorkerCapabilities
+from threadloom.workers.chat_template import ChatTemplate
 from threadloom.workers.core import BaseWorker, aborted_completion
 from threadloom.workers.openai.config import OpenAIWorkerConfig
 from threadloom.workers.openai.dialects import Dialect, describe, detect_dialect, dialect_named
 from threadloom.workers.openai.http import Aborted, Connection, Flight, Flights, redact_url
-from threadloom.workers.openai.protocol import Call, ChatTemplate, EventStreamDecoder, build_call
+from threadloom.workers.openai.protocol import Call, EventStreamDecoder, build_call
 from threadloom.workers.openai.replies import parse_choices, parse_usage, split_tokens
 from threadloom.workers.openai.stream import StreamCut, StreamState, next_line
 from threadloom.workers.openai.tokens import fewest_tokens, settle_count, within_limit

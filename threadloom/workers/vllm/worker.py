@@ -361,9 +361,7 @@ class VLLMWorker(BaseWorker):
                     yield StreamDelta(text=text)
                 if done:
                     completion = result.completion()
-                    self._counters.record_completion(
-                        completion, spec_reported=result.spec_reported
-                    )
+                    self._counters.record_completion(completion, spec_reported=result.spec_reported)
                     yield StreamDelta(text="", completion=completion)
         finally:
             self._live.pop(rid, None)
