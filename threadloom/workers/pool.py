@@ -35,7 +35,7 @@ from threadloom.workers.base import StreamDelta, Worker, WorkerCapabilities
 from threadloom.workers.core import BaseWorker
 from threadloom.workers.routing import Router
 from threadloom.workers.wrappers.progress import Progress, can_continue
-from threadloom.workers.wrappers.signals import Aborts, Changes, closing
+from threadloom.workers.wrappers.signals import Aborts, Changes, Closing
 
 logger = logging.getLogger(__name__)
 
@@ -199,15 +199,23 @@ class Pool(BaseWorker):
                     progress.end_here("abort", self.worker_id)
                     break
                 try:
-                    resume = can_continue(request, member.worker.capabilities)
-                    if resume and progress.texts and progress.left <= 0:
-                        progress.end_here("length", progress.failed[-1])
-                        break
+                    worker = member.worker
+                    if progress.texts:  # a failover: continue the text, or start over
+                        resume = can_continue(request, worker.capabilities)
+                        if resume and progress.left <= 0:
+                            progress.end_here("length", progress.failed[-1])
+                            break
+                    attempt = progress.next_request(resume=not progress.texts or resume)
                     self._holders[rid] = member
-                    attempt = progress.attempt(member.worker, self._aborts, resume=resume)
-                    async with closing(attempt) as deltas:
+                    async with Closing(worker.stream(attempt)) as deltas:
                         async for delta in deltas:
+                            if self._aborts.unconfirmed(rid):  # it reached the worker too early
+                                self._aborts.confirm(rid, await worker.abort(rid))
+                            if not progress.book(delta):
+                                break
                             yield delta
+                    if progress.result is None:
+                        raise progress.broken(worker)
                 except (WorkerUnavailable, WorkerDead) as exc:
                     self._failed(progress, member, exc)
                     avoid.append(member)

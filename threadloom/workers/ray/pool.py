@@ -34,7 +34,7 @@ from threadloom.workers.ray.cluster import (
 from threadloom.workers.ray.config import FailoverSpec, PoolSpec, RoutingSpec, describe_errors
 from threadloom.workers.ray.lanes import Lane, first_line
 from threadloom.workers.routing import Router
-from threadloom.workers.wrappers.signals import closing
+from threadloom.workers.wrappers.signals import Closing
 
 try:
     import ray
@@ -238,7 +238,7 @@ class RayPool(BaseWorker):
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         self.check_open()
         await self.wait_ready()
-        async with closing(self._pool.stream(request)) as deltas:
+        async with Closing(self._pool.stream(request)) as deltas:
             async for delta in deltas:
                 yield delta
 

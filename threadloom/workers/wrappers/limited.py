@@ -11,7 +11,7 @@ from threadloom.types import GenerationRequest
 from threadloom.workers.base import StreamDelta, Worker, WorkerCapabilities
 from threadloom.workers.core import aborted_completion
 from threadloom.workers.wrappers.base import Wrapper
-from threadloom.workers.wrappers.signals import closing
+from threadloom.workers.wrappers.signals import Closing
 
 __all__ = ["ConcurrencyLimited", "Slots"]
 
@@ -115,7 +115,7 @@ class ConcurrencyLimited(Wrapper):
                 yield StreamDelta(text="", completion=aborted_completion(request, self.worker_id))
                 return
             try:
-                async with closing(self._relay(request)) as deltas:
+                async with Closing(self._relay(request)) as deltas:
                     async for delta in deltas:
                         yield delta
             finally:

@@ -10,14 +10,12 @@ UTF-8 bytes. `Resuming` (one worker) and `Pool` (failover across members) both k
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from threadloom.errors import WorkerUnavailable
 from threadloom.types import Completion, FinishReason, GenerationRequest, TokenUsage
 from threadloom.workers.base import StreamDelta, Worker, WorkerCapabilities
 from threadloom.workers.core import aborted_completion
-from threadloom.workers.wrappers.signals import Aborts, closing, relay
 
 logger = logging.getLogger(__name__)
 
@@ -47,30 +45,19 @@ class Progress:
     result: Completion | None = None
     """The request's Completion, once an attempt (or `end_here`) produced it."""
 
-    async def attempt(
-        self, worker: Worker, aborts: Aborts, *, resume: bool = True
-    ) -> AsyncIterator[StreamDelta]:
-        """Run the next attempt on `worker`: yield its text deltas, booked here, and set
-        `result` from its completion.
+    def book(self, delta: StreamDelta) -> bool:
+        """Book a delta of the current attempt: True for text to pass on to the consumer,
+        False for the attempt's end (its completion, completed here, becomes `result`)."""
+        if delta.completion is not None:
+            self.result = self.finish(delta.completion)
+            return False
+        self.add(delta.text, delta.tokens)
+        return True
 
-        Args:
-            worker: Where the attempt runs.
-            aborts: The calling layer's abort book (an unconfirmed abort is sent again).
-            resume: Continue the text so far (else start over; see `next_request`).
-
-        Raises:
-            WorkerUnavailable: The stream ended without a completion.
-        """
-        request = self.next_request(resume=resume)
-        async with closing(relay(worker, request, aborts)) as deltas:
-            async for delta in deltas:
-                if delta.completion is not None:
-                    self.result = self.finish(delta.completion)
-                    return
-                self.add(delta.text, delta.tokens)
-                yield StreamDelta(text=delta.text, tokens=delta.tokens)
-        raise WorkerUnavailable(
-            f"{worker.worker_id} ended request {request.request_id} without a result"
+    def broken(self, worker: Worker) -> WorkerUnavailable:
+        """The error for an attempt whose stream ended without a completion."""
+        return WorkerUnavailable(
+            f"{worker.worker_id} ended request {self.request.request_id} without a result"
         )
 
     def add(self, text: str, tokens: int | None) -> None:

@@ -10,7 +10,7 @@ from threadloom.types import GenerationRequest
 from threadloom.workers.base import StreamDelta, Worker
 from threadloom.workers.wrappers.base import Wrapper
 from threadloom.workers.wrappers.progress import Progress
-from threadloom.workers.wrappers.signals import closing
+from threadloom.workers.wrappers.signals import Closing
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +69,14 @@ class Resuming(Wrapper):
         try:
             while progress.result is None:
                 try:
-                    async with closing(progress.attempt(self.inner, self._aborts)) as deltas:
+                    attempt = progress.next_request(resume=True)
+                    async with Closing(self._relay(attempt)) as deltas:
                         async for delta in deltas:
+                            if not progress.book(delta):
+                                break
                             yield delta
+                    if progress.result is None:
+                        raise progress.broken(self.inner)
                 except self.resume_on as exc:
                     if not progress.texts or len(progress.failed) >= self.max_resumes:
                         raise

@@ -10,7 +10,7 @@ from threadloom.types import GenerationRequest
 from threadloom.workers.base import StreamDelta, Worker
 from threadloom.workers.core import aborted_completion
 from threadloom.workers.wrappers.base import Wrapper
-from threadloom.workers.wrappers.signals import closing
+from threadloom.workers.wrappers.signals import Closing
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Retrying(Wrapper):
             for attempt in range(1, self.attempts + 1):
                 delivered = False
                 try:
-                    async with closing(self._relay(request)) as deltas:
+                    async with Closing(self._relay(request)) as deltas:
                         async for delta in deltas:
                             delivered = delivered or bool(delta.text) or bool(delta.completion)
                             yield delta

@@ -10,13 +10,13 @@ an unconfirmed abort with each delta; `Changes` wakes waiters when something cha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from types import AsyncGeneratorType
 
 from threadloom.types import GenerationRequest
 from threadloom.workers.base import StreamDelta, Worker
 
-__all__ = ["Aborts", "Changes", "closing", "relay"]
+__all__ = ["Aborts", "Changes", "Closing", "relay"]
 
 
 class Aborts:
@@ -84,14 +84,22 @@ class Changes:
         return True
 
 
-@contextlib.asynccontextmanager
-async def closing(stream: AsyncIterator[StreamDelta]) -> AsyncIterator[AsyncIterator[StreamDelta]]:
-    """Close a worker's stream when the block ends, so a consumer that leaves early stops
-    the request on the worker now rather than when the generator is collected."""
-    try:
-        yield stream
-    finally:
-        if isinstance(stream, AsyncGenerator):
+class Closing:
+    """Close a worker's stream when the block ends, so a consumer that leaves early stops the
+    request on the worker now rather than when the generator is collected. (A class: cheaper
+    per request than a generator-based context manager, and pools use it on every one.)"""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: AsyncIterator[StreamDelta]) -> None:
+        self.stream = stream
+
+    async def __aenter__(self) -> AsyncIterator[StreamDelta]:
+        return self.stream
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        stream = self.stream
+        if isinstance(stream, (AsyncGeneratorType, AsyncGenerator)):  # the concrete type first
             await stream.aclose()
 
 
@@ -101,7 +109,7 @@ async def relay(
     """A worker's stream of one request; an abort the worker did not confirm (it did not know
     the request yet) is sent again with each delta until it does."""
     rid = request.request_id
-    async with closing(worker.stream(request)) as deltas:
+    async with Closing(worker.stream(request)) as deltas:
         async for delta in deltas:
             if aborts.unconfirmed(rid):
                 aborts.confirm(rid, await worker.abort(rid))
