@@ -15,6 +15,7 @@ from threadloom.orchestrator.context import RunContext
 from threadloom.orchestrator.events import TraceEvent, UpdateEvent
 from threadloom.types import Budget, Candidate, GenerationRequest, SamplingParams, Score
 from threadloom.workers.base import StreamDelta
+from threadloom.workers.wrappers import ConcurrencyLimited
 
 Q = Problem(prompt="What is 6 * 7?", answer_format="number")
 LONG = " ".join(f"w{i}" for i in range(30))
@@ -71,6 +72,15 @@ async def test_the_worker_stream_runs_to_its_end_after_the_final_delta() -> None
     async for _ in ctx.stream(streamed):
         pass
     assert worker.ended[-1] == streamed.request_id
+
+
+async def test_a_limited_workers_slot_is_free_when_generate_returns() -> None:
+    worker = ConcurrencyLimited(FakeWorker(["The answer is 42"]), 1)
+    ctx = RunContext(Q, worker)
+    await ctx.generate(ctx.request())
+    assert worker.in_flight == 0  # given back by the wrapper's stream, not at a later GC
+    candidates = await ctx.sample(3)
+    assert worker.in_flight == 0 and len(candidates) == 3
 
 
 async def test_a_stream_that_talks_past_its_final_delta_is_closed_and_the_extra_dropped() -> None:
