@@ -246,7 +246,10 @@ class Registry(Generic[T]):
             if not name or any(c in name for c in ":#,= \t"):
                 logger.warning(
                     "ignored %s plugin %r from %s: a kind name cannot hold ':', '#', ',', '=' "
-                    "or spaces", self.what, point.name, origin,
+                    "or spaces",
+                    self.what,
+                    point.name,
+                    origin,
                 )
                 continue
             target = f"{point.module}:{point.attr}"
@@ -256,7 +259,10 @@ class Registry(Generic[T]):
                 owner = found[name].origin if name in found else BUILTIN_ORIGIN
                 logger.warning(
                     "ignored %s plugin %r from %s: the name is taken by %s",
-                    self.what, point.name, origin, owner,
+                    self.what,
+                    point.name,
+                    origin,
+                    owner,
                 )
                 continue
             found[name] = _Found(name, Entry(target), origin)

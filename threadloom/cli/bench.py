@@ -13,23 +13,23 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 from rich.text import Text
 
+from threadloom.cli.bench_report import print_difficulty, print_summary, status_line
 from threadloom.cli.compare import compare_command
-from threadloom.cli.console import console, err_console, fail, table_console
+from threadloom.cli.config_file import config_option
+from threadloom.cli.console import console, err_console, fail
 from threadloom.cli.options import (
     ClusterOption,
     LogLevelOption,
     OldClusterOption,
-    config_option,
     renamed,
     worker_spec,
 )
 from threadloom.errors import ConfigError, ThreadloomError
 from threadloom.evaluation.allocation import BatchBudget, run_budget_bench
 from threadloom.evaluation.bench import Verifiers, pending_count, record_key, run_bench
-from threadloom.evaluation.difficulty import DifficultyRow, by_difficulty
+from threadloom.evaluation.difficulty import by_difficulty
 from threadloom.evaluation.fingerprint import (
     RunFingerprint,
     describe_worker_spec,
@@ -38,7 +38,7 @@ from threadloom.evaluation.fingerprint import (
 )
 from threadloom.evaluation.records import BenchRecord, ResultLog, separate_set_path
 from threadloom.evaluation.sanitize import scrub_text
-from threadloom.evaluation.summary import StrategySummary, summarize
+from threadloom.evaluation.summary import summarize
 from threadloom.exit_codes import INTERRUPTED, exit_code_for
 from threadloom.types import Problem, SamplingParams
 
@@ -132,88 +132,6 @@ def _open_log(
             Text(f"{path} holds another configuration's results; this run uses {log.path}")
         )
     return log
-
-
-def _status(records: list[BenchRecord], started: float) -> str:
-    by: dict[str, list[BenchRecord]] = {}
-    for record in records:
-        by.setdefault(record.strategy, []).append(record)
-    # errors count as wrong, as in the summary
-    parts = [
-        f"{k} {100 * sum(r.correct and r.error is None for r in v) / len(v):.0f}%"
-        for k, v in by.items()
-    ]
-    tokens = sum(r.completion_tokens for r in records)
-    rate = tokens / max(time.perf_counter() - started, 1e-6)
-    errors = sum(r.error is not None for r in records)
-    tail = f" · {errors} errors" if errors else ""
-    return escape(" · ".join(parts) + f" · {rate:.0f} tok/s{tail}")
-
-
-def _with_interval(share: float, interval: tuple[float, float]) -> str:
-    low, high = interval
-    return f"{100 * share:.1f}% ({100 * low:.0f}–{100 * high:.0f})"
-
-
-def print_summary(summaries: list[StrategySummary], title: str) -> None:
-    table = Table(title=Text(title))
-    columns = (
-        "strategy",
-        "problems",
-        "errors",
-        "accuracy (95% CI)",
-        "coverage (95% CI)",
-        "gens",
-        "prompt tok",
-        "compl. tok",
-        "verifier",
-        "wall s",
-        "tok/s",
-    )
-    for column in columns:
-        table.add_column(column, justify="left" if column == "strategy" else "right")
-    for s in summaries:
-        table.add_row(
-            Text(s.strategy),
-            f"{s.problems}",
-            f"[red]{s.errors}[/]" if s.errors else "0",
-            _with_interval(s.accuracy, s.accuracy_ci),
-            _with_interval(s.coverage, s.coverage_ci),
-            f"{s.mean_generations:.1f}",
-            f"{s.mean_prompt_tokens:.0f}",
-            f"{s.mean_completion_tokens:.0f}",
-            f"{s.mean_verifier_calls:.1f}",
-            f"{s.total_wall_time_s:.1f}",
-            f"{s.tokens_per_s:.0f}",
-        )
-    out = table_console()
-    out.print(table)
-    out.print(
-        "[dim]accuracy: chosen answer correct · coverage: any candidate correct "
-        "(pass@k); both over all problems, errors counted wrong, with Wilson 95% intervals · "
-        "gens/tokens/verifier: means per finished problem · wall s: summed per-problem time "
-        "(problems overlap)[/]"
-    )
-
-
-def print_difficulty(rows: list[DifficultyRow]) -> None:
-    """Tokens per problem against difficulty (the batch-budget mode's records)."""
-    if not rows:
-        return
-    table = Table(title="tokens per problem against difficulty (share of its samples right)")
-    for column in ("strategy", "difficulty", "problems", "samples", "compl. tok", "accuracy"):
-        left = column in ("strategy", "difficulty")
-        table.add_column(column, justify="left" if left else "right")
-    for row in rows:
-        table.add_row(
-            Text(row.strategy),
-            row.difficulty,
-            f"{row.problems}",
-            f"{row.mean_samples:.1f}",
-            f"{row.mean_completion_tokens:.0f}",
-            f"{100 * row.accuracy:.0f}%",
-        )
-    table_console().print(table)
 
 
 @bench_app.callback(invoke_without_command=True)
@@ -420,7 +338,7 @@ def _run_and_report(
 
     def on_record(record: BenchRecord) -> None:
         finished.append(record)
-        progress.update(task, advance=1, status=_status(finished, started))
+        progress.update(task, advance=1, status=status_line(finished, started))
 
     async def go() -> None:
         if workers is not None or ray_address is not None:

@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import logging
 import sys
+from enum import StrEnum
 
 from rich.logging import RichHandler
 
 from threadloom.cli.console import err_console
 
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+class LogLevel(StrEnum):
+    """Levels `--log-level` accepts."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+    critical = "critical"
+
+
 LOG_LEVEL_ENV = "THREADLOOM_LOG_LEVEL"
 DEFAULT_LEVEL = "warning"
 
@@ -35,16 +46,14 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def configure_logging(level: str | None) -> None:
-    """Log at `level` (a name from LOG_LEVELS; None: the default) to stderr."""
+    """Log at `level` (a `LogLevel` name; None: the default) to stderr."""
     name = (level or DEFAULT_LEVEL).lower()
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _OURS, False)]:
         root.removeHandler(old)
     handler: logging.Handler
     if err_console.is_terminal:
-        handler = RichHandler(
-            console=err_console, show_time=False, show_path=False, markup=False
-        )
+        handler = RichHandler(console=err_console, show_time=False, show_path=False, markup=False)
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     else:
         handler = _StderrHandler()

@@ -11,13 +11,13 @@ from typing import Annotated, Any, TextIO
 import typer
 from pydantic import ValidationError
 
+from threadloom.cli.config_file import config_option
 from threadloom.cli.console import err_console, fail, fail_on, warn, write_json
 from threadloom.cli.logs import at_least
 from threadloom.cli.options import (
     ClusterOption,
     LogLevelOption,
     OldClusterOption,
-    config_option,
     renamed,
     worker_spec,
 )
@@ -102,7 +102,7 @@ def run_command(
         typer.Option(
             "--param",
             help="Any other sampling field, repeatable: top_k=20, min_p=0.05, "
-            "'structured_outputs={\"choice\": [\"yes\", \"no\"]}'.",
+            '\'structured_outputs={"choice": ["yes", "no"]}\'.',
         ),
     ] = None,
     max_generations: Annotated[int | None, typer.Option(min=1, help="Budget: generations.")] = None,
