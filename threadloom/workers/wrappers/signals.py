@@ -36,7 +36,7 @@ class Aborts:
         return request_id in self._state
 
     def ask(self, request_id: str) -> None:
-        if self._state.get(request_id) is None:
+        if request_id in self._state and self._state[request_id] is None:
             self._state[request_id] = False
 
     def asked(self, request_id: str) -> bool:
