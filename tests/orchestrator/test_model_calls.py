@@ -11,10 +11,12 @@ import pytest
 
 import threadloom as tl
 from threadloom import FakeWorker, Problem
+from threadloom.errors import ConfigError
+from threadloom.orchestrator.arguments import check_worker
 from threadloom.orchestrator.context import RunContext
 from threadloom.orchestrator.events import TraceEvent, UpdateEvent
 from threadloom.types import Budget, Candidate, GenerationRequest, SamplingParams, Score
-from threadloom.workers.base import StreamDelta
+from threadloom.workers.base import StreamDelta, WorkerCapabilities
 from threadloom.workers.wrappers import ConcurrencyLimited
 
 Q = Problem(prompt="What is 6 * 7?", answer_format="number")
@@ -179,3 +181,28 @@ async def test_a_verifiers_own_timeout_scores_as_failed_with_or_without_a_deadli
     assert score is not None and score.passed is False
     assert "TimeoutError" in score.detail
     assert not ctx.truncated
+
+
+class CountsCapabilityReads(FakeWorker):
+    reads = 0
+
+    @property
+    def capabilities(self) -> WorkerCapabilities:
+        type(self).reads += 1
+        return super().capabilities
+
+
+def test_a_worker_argument_is_checked_without_reading_its_properties() -> None:
+    check_worker(CountsCapabilityReads())
+    assert CountsCapabilityReads.reads == 0
+
+    class NoAbort:
+        worker_id = "x"
+        capabilities = WorkerCapabilities()
+
+        async def generate(self) -> None: ...
+        def stream(self) -> None: ...
+        async def close(self) -> None: ...
+
+    with pytest.raises(ConfigError, match=r"NoAbort, which has no abort$"):
+        check_worker(NoAbort())

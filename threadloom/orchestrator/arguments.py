@@ -83,13 +83,21 @@ def check_worker(worker: object) -> None:
     """
     if worker is None or isinstance(worker, str):
         return
-    members = set(dir(worker))  # not isinstance(Worker): that would evaluate its properties
-    missing = [name for name in _WORKER_MEMBERS if name not in members]
+    # not isinstance(Worker) nor hasattr: those would evaluate its properties
+    missing = [name for name in _WORKER_MEMBERS if not _declares(worker, name)]
+    if missing:  # dir() is slow, but also sees members a class lists through __dir__
+        members = set(dir(worker))
+        missing = [name for name in missing if name not in members]
     if missing:
         raise ConfigError(
             f"worker must be a spec such as 'fake:42' or 'llamacpp:model.gguf', or a Worker; "
             f"got {type(worker).__name__}, which has no {', '.join(missing)}"
         )
+
+
+def _declares(obj: object, name: str) -> bool:
+    """Whether `obj` has the attribute `name`, found without evaluating it."""
+    return hasattr(type(obj), name) or name in getattr(obj, "__dict__", ())
 
 
 def check_answer_format(answer_format: object) -> None:
