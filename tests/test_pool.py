@@ -172,3 +172,14 @@ async def test_pools_close_their_members_and_local_pool_is_the_same_class() -> N
     with pytest.raises(WorkerDead):
         await pool.generate(req())
     assert LocalPool is Pool
+
+
+async def test_a_break_after_the_last_allowed_token_ends_with_length() -> None:
+    pool = Pool([Breaking(breaks=[5], worker_id=f"w{i}") for i in range(2)])
+    request = GenerationRequest(
+        messages=(ChatMessage(role="user", content="hi"),), params=SamplingParams(max_tokens=5)
+    )
+    final = await pool.generate(request)
+    assert final.finish_reason == "length" and len(final.text.split()) == 5
+    assert final.usage.completion_tokens == 5 and final.attempts == 2
+    assert sum(len(m.requests) for m in pool.workers) == 1  # nobody was asked for 0 tokens

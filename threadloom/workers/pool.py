@@ -200,12 +200,12 @@ class Pool(BaseWorker):
                     break
                 try:
                     worker = member.worker
-                    if progress.texts:  # a failover: continue the text, or start over
-                        resume = can_continue(request, worker.capabilities)
-                        if resume and progress.left <= 0:
-                            progress.end_here("length", progress.failed[-1])
-                            break
-                    attempt = progress.next_request(resume=not progress.texts or resume)
+                    # after a failover: continue the text so far, or start over
+                    resume = not progress.texts or can_continue(request, worker.capabilities)
+                    if progress.texts and resume and progress.left <= 0:
+                        progress.end_here("length", progress.failed[-1])
+                        break
+                    attempt = progress.next_request(resume=resume)
                     self._holders[rid] = member
                     async with Closing(worker.stream(attempt)) as deltas:
                         async for delta in deltas:
