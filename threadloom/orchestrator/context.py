@@ -135,8 +135,9 @@ class RunContext:
 
     @property
     def rng(self) -> random.Random:
-        """This scope's random generator, seeded with `seed` (made when first used: seeding
-        from system entropy costs more than a whole generation on a fast worker)."""
+        """This scope's random generator, seeded with `seed`; made when first used, as most
+        scopes never draw from it and seeding from system entropy was the costliest part of
+        making one."""
         if self._rng is None:
             self._rng = random.Random(self.seed)
         return self._rng
@@ -629,7 +630,7 @@ class RunModelCalls:
 async def gather_or_cancel(*aws: Awaitable[T]) -> list[T]:
     """Await all, in order; on the first failure cancel the rest, wait for them, and raise.
 
-    Cancelled siblings abort their generations on the worker (see `RunContext._stream`), so
+    Cancelled siblings abort their generations on the worker (see `RunContext._close_call`), so
     nothing keeps running after the error.
     """
     if len(aws) == 1:
