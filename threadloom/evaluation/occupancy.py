@@ -14,8 +14,9 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 from threadloom.errors import ConfigError
-from threadloom.types import Completion, GenerationRequest, TokenUsage
+from threadloom.types import Completion, GenerationRequest
 from threadloom.workers.base import StreamDelta, Worker, WorkerCapabilities, collect_stream
+from threadloom.workers.core import aborted_completion
 
 
 class SlotGate:
@@ -118,16 +119,7 @@ class SlotGate:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         rid = request.request_id
         if not await self._acquire(rid):
-            yield StreamDelta(
-                text="",
-                completion=Completion(
-                    text="",
-                    finish_reason="abort",
-                    usage=TokenUsage(),
-                    worker_id=self.worker_id,
-                    request_id=rid,
-                ),
-            )
+            yield StreamDelta(text="", completion=aborted_completion(request, self.worker_id))
             return
         self._tick()
         self._running.add(rid)

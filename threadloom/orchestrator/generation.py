@@ -21,8 +21,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from threadloom.errors import WorkerError
-from threadloom.types import Completion, GenerationRequest, TokenUsage
+from threadloom.types import Completion, GenerationRequest
 from threadloom.workers.base import StreamDelta, Worker
+from threadloom.workers.core import aborted_completion
 
 logger = logging.getLogger(__name__)
 
@@ -119,12 +120,11 @@ class GenerationGuard:
 
     def aborted(self) -> Completion:
         """An aborted completion holding the text delivered so far."""
-        return Completion(
+        return aborted_completion(
+            self.request,
+            self.worker.worker_id,
             text="".join(self._texts),
-            finish_reason="abort",
-            usage=TokenUsage(completion_tokens=self._counted),
-            worker_id=self.worker.worker_id,
-            request_id=self.request.request_id,
+            completion_tokens=self._counted,
         )
 
     async def _next_before(self, stop_reading_at: float) -> StreamDelta | None:
