@@ -62,7 +62,7 @@ def make_worker(spec: str | Worker | None = None, **options: Any) -> Worker:
         return spec
     text = spec or "llamacpp"
     kind, _, argument = text.partition(":")
-    if worker_kinds.canonical(kind) not in worker_kinds and text.endswith(".gguf"):
+    if text.endswith(".gguf") and worker_kinds.canonical(kind) not in worker_kinds:
         return llamacpp_worker(text, **options)
     worker = worker_kinds.build(kind, argument, **options)
     builtin = worker_kinds.canonical(kind) in worker_kinds.builtin_kinds
