@@ -14,11 +14,12 @@ from threadloom import errors
 
 EXPECTED = {
     # running
-    "run", "arun", "stream", "RunEvent", "StrategyGraph", "load_plan",
+    "run", "arun", "stream", "RunEvent", "StrategyGraph", "GraphBuilder", "Join", "load_plan",
     # extending
     "Strategy", "RunContext", "Worker", "Verifier", "ProcessVerifier",
     # workers
     "LlamaCppWorker", "FakeWorker", "LocalPool", "OpenAIWorker", "SelfJudgePRM",
+    "Pool", "Retrying", "ConcurrencyLimited", "Resuming",
     # data
     "Budget", "Candidate", "ChatMessage", "Completion", "GenerationRequest", "Problem", "Result",
     "SamplingParams", "Score", "Usage",
