@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Generic, TypeVar
 
 __all__ = ["ThreadBridge"]
@@ -41,7 +41,7 @@ class ThreadBridge(Generic[T]):
         except RuntimeError:  # the consumer's loop is closed: nobody reads this request
             self._stop()
 
-    async def drain(self) -> AsyncIterator[T]:
+    async def drain(self) -> AsyncGenerator[T, None]:
         """The items in order, up to and including the last; raises what the producer raised."""
         finished = False
         try:
