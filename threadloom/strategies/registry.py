@@ -3,6 +3,7 @@ syntax."""
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, SerializeAsAny, ValidationError
@@ -45,12 +46,35 @@ def canonical_kind(kind: str) -> str:
     return canonical_name(kind)
 
 
+_BUILTIN_KINDS = frozenset(strategy_kinds.builtin_kinds)
+_CACHED_SPECS = 256
+"""Spec strings whose parsed form is kept: a batch or a server builds the same few over and
+over, once per run."""
+_CACHED_SPEC_CHARS = 200
+"""Longer specs are parsed every time, so requests cannot fill the cache with large strings."""
+
+
 def strategy_class(kind: str) -> type[Strategy]:
     """The Strategy subclass of a kind (built-in or from a plugin).
+
+    A built-in kind's class is looked up and checked once; a plugin's is resolved every time,
+    as its package may be installed or removed while the process runs.
 
     Raises:
         ConfigError: an unknown kind, or a plugin whose target is not a Strategy of that kind.
     """
+    name = strategy_kinds.canonical(kind)
+    if name in _BUILTIN_KINDS:
+        return _builtin_class(name)
+    return _checked_class(kind)
+
+
+@functools.cache
+def _builtin_class(name: str) -> type[Strategy]:
+    return _checked_class(name)
+
+
+def _checked_class(kind: str) -> type[Strategy]:
     cls: object = strategy_kinds.load(kind)
     name = strategy_kinds.canonical(kind)
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
@@ -83,6 +107,14 @@ def _parse_value(raw: str) -> Any:
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """'best-of-n:n=8,temperature=0.7' -> ('best-of-n', {'n': 8, 'temperature': 0.7})."""
+    read = _read_spec if len(spec) <= _CACHED_SPEC_CHARS else _read_spec.__wrapped__
+    kind, options = read(spec)
+    return kind, dict(options)
+
+
+@functools.lru_cache(maxsize=_CACHED_SPECS)
+def _read_spec(spec: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """The spec's kind and options, as immutable values that a cache can share."""
     kind, _, rest = spec.partition(":")
     options: dict[str, Any] = {}
     for part in filter(None, (p.strip() for p in rest.split(","))):
@@ -93,7 +125,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
                 "e.g. best-of-n:n=8,temperature=0.7"
             )
         options[key.strip().replace("-", "_")] = _parse_value(value.strip())
-    return canonical_kind(kind), options
+    return canonical_kind(kind), tuple(options.items())
 
 
 def make_strategy(spec: str | Strategy | dict[str, Any], **overrides: Any) -> Strategy:
