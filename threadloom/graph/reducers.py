@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from threadloom.types import AnswerFormat, Candidate
-from threadloom.verifiers.voting import VoteGroup, logprob_of, rank_by_score
+from threadloom.verifiers.voting import VoteGroup, logprob_of, order_by_vote, rank_by_score
 from threadloom.verifiers.voting import vote as group_votes
 
 
@@ -52,7 +52,4 @@ def vote(
         return max(logprob_of(m) for m in group.members)
 
     groups = group_votes(inputs, answer_format, weight=weight, tie_break=tie_break)
-    ranked = [m for g in groups for m in sorted(g.members, key=logprob_of, reverse=True)]
-    voted = {id(c) for c in ranked}
-    ranked.extend(c for c in inputs if id(c) not in voted)
-    return VoteOutcome(ranked=ranked, groups=groups)
+    return VoteOutcome(ranked=order_by_vote(inputs, groups), groups=groups)

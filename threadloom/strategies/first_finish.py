@@ -11,7 +11,7 @@ from threadloom.errors import BudgetExhausted
 from threadloom.strategies.base import Strategy
 from threadloom.strategies.registry import StrategyField
 from threadloom.types import Candidate, Completion
-from threadloom.verifiers.voting import logprob_of, vote
+from threadloom.verifiers.voting import order_by_vote, vote
 
 if TYPE_CHECKING:
     from threadloom.orchestrator.context import RunContext
@@ -92,9 +92,7 @@ class FirstFinish(Strategy):
                 finish_order=order, tokens_after_decision=after, aborted=len(losers)
             )
         if self.k > 1:
-            groups = vote(candidates, ctx.problem.answer_format)
-            ranked = [m for g in groups for m in sorted(g.members, key=logprob_of, reverse=True)]
-            candidates = ranked + [c for c in candidates if all(c is not r for r in ranked)]
+            candidates = order_by_vote(candidates, vote(candidates, ctx.problem.answer_format))
         if candidates and candidates[0].node_id:
             ctx.trace.add(
                 "select",
