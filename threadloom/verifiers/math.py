@@ -13,7 +13,9 @@ import asyncio
 import concurrent.futures
 import logging
 import multiprocessing
+from collections.abc import Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any
 
 from threadloom.errors import MissingDependencyError
@@ -22,6 +24,15 @@ from threadloom.verifiers.base import passed, unjudged
 from threadloom.verifiers.extract import extract_boxed
 
 logger = logging.getLogger(__name__)
+
+_KEPT_VERDICTS = 256
+"""Finished checks a verifier remembers, so an answer met again is not checked again."""
+_KEPT_CHARS = 4000
+"""Checks of longer text (reference and answer together) are shared while they run, but their
+verdicts are not kept."""
+
+Check = tuple[str, str]
+"""(reference, the text math-verify reads the answer from)."""
 
 
 def _check(gold: str, output: str) -> tuple[bool, str]:
@@ -35,10 +46,55 @@ def _check(gold: str, output: str) -> tuple[bool, str]:
     return bool(verify(gold_parsed, answer_parsed)), f"parsed {answer_parsed[-1]!s}"[:120]
 
 
+@dataclass(eq=False)
+class _Running:
+    task: asyncio.Task[tuple[bool, str]]
+    waiting: int = 0
+
+
+class _SharedChecks:
+    """Each distinct check runs once: callers asking for one that is running wait for it, and
+    finished verdicts are remembered (samples of a run mostly agree). A running check that all
+    its callers gave up on is cancelled, as an unshared one would be."""
+
+    def __init__(self) -> None:
+        self._verdicts: dict[Check, tuple[bool, str]] = {}
+        self._running: dict[Check, _Running] = {}
+
+    async def check(
+        self, reference: str, target: str, run: Callable[[str, str], Awaitable[tuple[bool, str]]]
+    ) -> tuple[bool, str]:
+        """The verdict of `run(reference, target)`, running it only when no caller has."""
+        key = (reference, target)
+        verdict = self._verdicts.get(key)
+        if verdict is not None:
+            return verdict
+        running = self._running.get(key)
+        if running is None or running.task.get_loop() is not asyncio.get_running_loop():
+            running = self._running[key] = _Running(asyncio.ensure_future(run(*key)))
+        running.waiting += 1
+        try:
+            verdict = await asyncio.shield(running.task)
+        finally:
+            running.waiting -= 1
+            if running.task.done() or running.waiting == 0:
+                if self._running.get(key) is running:
+                    del self._running[key]
+                if not running.task.done():
+                    running.task.cancel()
+        if len(reference) + len(target) <= _KEPT_CHARS:
+            if len(self._verdicts) >= _KEPT_VERDICTS:
+                del self._verdicts[next(iter(self._verdicts))]
+            self._verdicts[key] = verdict
+        return verdict
+
+
 class MathVerifier:
     """Mathematical equivalence of the candidate's final answer and the reference.
 
-    Without a reference it checks only that a final answer is given.
+    Without a reference it checks only that a final answer is given. Each distinct check
+    (reference and answer) runs once per verifier; the verifier remembers the last few hundred
+    verdicts (one named by a string is made per run).
 
     Args:
         timeout_s: Wall-clock limit per check.
@@ -56,6 +112,7 @@ class MathVerifier:
         self.processes = processes
         self.name = name
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._checks = _SharedChecks()
 
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
@@ -111,7 +168,7 @@ class MathVerifier:
         # math-verify reads the last answer it can find; point it at the boxed one if present
         target = f"\\boxed{{{boxed}}}" if boxed else output
         try:
-            ok, detail = await self._run(problem.reference, target)
+            ok, detail = await self._checks.check(problem.reference, target, self._run)
         except TimeoutError:
             return passed(False, f"check timed out after {self.timeout_s}s")
         except Exception as exc:  # a malformed answer must not crash the run
