@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 _new = object.__new__
 _set = object.__setattr__
+# BaseModel's own slots, set through their descriptors: a third cheaper than by name
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -32,9 +36,9 @@ def trusted(cls: type[Model], fields: dict[str, Any]) -> Model:
     trace nodes per generation."""
     made = _new(cls)
     _set(made, "__dict__", fields)
-    _set(made, "__pydantic_fields_set__", set(fields))
-    _set(made, "__pydantic_extra__", None)
-    _set(made, "__pydantic_private__", None)
+    _set_fields_set(made, set(fields))
+    _set_extra(made, None)
+    _set_private(made, None)
     return made
 
 
