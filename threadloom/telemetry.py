@@ -13,11 +13,13 @@ strategies and scores.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from threadloom.errors import MissingDependencyError
@@ -50,11 +52,32 @@ _EXPORTER_VARIABLES = (
 )
 
 
-def active_tracer() -> Tracer | None:
-    """threadloom's tracer when an OpenTelemetry tracer provider is configured, else None."""
+@functools.cache
+def _trace_api() -> ModuleType | None:
+    """OpenTelemetry's trace API, imported once; None when it is not installed."""
     try:
         from opentelemetry import trace
     except ImportError:
+        return None
+    return trace
+
+
+@functools.cache
+def _provider_named_in_environment() -> bool:
+    """Whether the environment names a tracer provider for the API to load (read once)."""
+    return "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+
+
+def active_tracer() -> Tracer | None:
+    """threadloom's tracer when an OpenTelemetry tracer provider is configured, else None.
+
+    Every run asks, so the common answer, that no provider was ever set, is read from the API's
+    global without its environment lookup (which costs more than the rest of the question).
+    """
+    trace = _trace_api()
+    if trace is None:
+        return None
+    if getattr(trace, "_TRACER_PROVIDER", ...) is None and not _provider_named_in_environment():
         return None
     provider = trace.get_tracer_provider()
     if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):

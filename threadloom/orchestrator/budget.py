@@ -127,8 +127,7 @@ class BudgetTracker:
     def record_verifier_call(self, calls: int = 1, tokens: int = 0) -> None:
         tracker: BudgetTracker | None = self
         while tracker is not None:
-            tracker.usage.verifier_calls += calls
-            tracker.usage.verifier_tokens += tokens
+            tracker.usage.add_verifier_calls(calls, tokens)
             tracker = tracker.parent
 
     def _nearest_limit(self, field: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any, Literal, TypeVar
 
 from threadloom.errors import BudgetExhausted, ConfigError, ThreadloomError, WorkerError
 from threadloom.orchestrator.budget import BudgetTracker
+from threadloom.orchestrator.events import trusted
 from threadloom.orchestrator.generation import GenerationGuard
 from threadloom.orchestrator.trace import ThoughtGraph
 from threadloom.types import (
@@ -30,6 +31,7 @@ from threadloom.verifiers.base import (
     Verifier,
     aggregate_steps,
     failed_score,
+    runs_inline,
 )
 from threadloom.verifiers.extract import extract_answer
 from threadloom.verifiers.judging import ModelVerifier, StepScores
@@ -404,13 +406,21 @@ class RunContext:
     ) -> Candidate:
         """Turn a completion into a candidate with its answer extracted."""
         text = prefix + completion.text
-        return Candidate(
-            text=text,
-            answer=extract_answer(text, self.problem.answer_format),
-            node_id=node_id,
-            finish_reason=completion.finish_reason,
-            mean_logprob=completion.mean_logprob,
-            completion_tokens=completion.usage.completion_tokens,
+        # every field comes from a validated Completion or is made here: no need to validate
+        return trusted(
+            Candidate,
+            {
+                "text": text,
+                "answer": extract_answer(text, self.problem.answer_format),
+                "steps": [],
+                "scores": {},
+                "node_id": node_id,
+                "finish_reason": completion.finish_reason,
+                "mean_logprob": completion.mean_logprob,
+                "completion_tokens": completion.usage.completion_tokens,
+                "votes": 0,
+                "metadata": {},
+            },
         )
 
     def candidate_from_text(
@@ -538,7 +548,14 @@ class RunContext:
 
     async def score_all(self, candidates: list[Candidate], verifier: str | None = None) -> None:
         """Score every candidate concurrently (nothing to do when no verifier is configured)."""
-        if not candidates or self.verifier(verifier) is None:
+        judge = self.verifier(verifier)
+        if not candidates or judge is None:
+            return
+        if runs_inline(judge) and self.budget.time_left_s() is None:
+            # a pure check never waits, so one after the other is as fast as concurrently,
+            # without a task per candidate; with a deadline each still gets its own timeout
+            for candidate in candidates:
+                await self.score(candidate, verifier)
             return
         await gather_or_cancel(*(self.score(c, verifier) for c in candidates))
 

@@ -56,9 +56,14 @@ def as_problem(
 
 
 async def execute(
-    ctx: RunContext, strategy: Strategy, inputs: list[Candidate] | None = None
+    ctx: RunContext,
+    strategy: Strategy,
+    inputs: list[Candidate] | None = None,
+    *,
+    label: str | None = None,
 ) -> Result:
-    """Run one strategy in a context and package the Result.
+    """Run one strategy in a context and package the Result (`label`: the strategy's label,
+    when the caller has it already).
 
     The run's wall-time budget is a deadline: generations and verifications in flight at that
     moment are aborted and the strategy returns what it has (truncated). A strategy that has not
@@ -93,7 +98,7 @@ async def execute(
         candidates=candidates,
         usage=ctx.usage,
         truncated=ctx.truncated,
-        strategy=strategy.label(),
+        strategy=label if label is not None else strategy.label(),
         trace=ctx.trace.to_model(),
     )
 
@@ -154,7 +159,8 @@ async def arun(
     owned = worker is None or isinstance(worker, str)
     owned_judge = isinstance(verifier, str)
     backend = make_worker(worker)
-    spans = RunSpans(chosen.label(), on_event)
+    label = chosen.label()
+    spans = RunSpans(label, on_event)
     try:
         ctx = RunContext(
             the_problem,
@@ -167,7 +173,7 @@ async def arun(
             seed=seed,
             on_error=on_error,
         )
-        return spans.finish(await execute(ctx, chosen))
+        return spans.finish(await execute(ctx, chosen, label=label))
     finally:
         spans.close()
         if owned:

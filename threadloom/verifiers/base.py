@@ -16,7 +16,12 @@ StepAggregation = Literal["min", "prod", "last", "mean"]
 
 @runtime_checkable
 class Verifier(Protocol):
-    """Scores a candidate solution of a problem. Rule verifiers are pure and fast."""
+    """Scores a candidate solution of a problem. Rule verifiers are pure and fast.
+
+    A verifier whose `score` never waits (a pure rule check) may say so with a class attribute
+    `runs_inline = True`: a run then scores its candidates one after the other in the calling
+    task instead of starting a task for each (see `runs_inline`).
+    """
 
     name: str
 
@@ -50,6 +55,11 @@ def aggregate_steps(scores: list[float], how: StepAggregation) -> float:
     for value in scores:
         product *= value
     return product
+
+
+def runs_inline(verifier: object) -> bool:
+    """True when the verifier says its `score` never waits (`runs_inline = True`)."""
+    return getattr(verifier, "runs_inline", False) is True
 
 
 def passed(value: bool, detail: str = "") -> Score:

@@ -35,6 +35,8 @@ class NumericVerifier:
         abs_tol: Absolute tolerance for a match.
     """
 
+    runs_inline = True  # score never waits: a run scores candidates in line
+
     def __init__(self, *, rel_tol: float = 1e-6, abs_tol: float = 1e-9, name: str = "numeric"):
         for label, tolerance in (("rel_tol", rel_tol), ("abs_tol", abs_tol)):
             if not math.isfinite(tolerance) or tolerance < 0:

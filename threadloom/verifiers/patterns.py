@@ -19,6 +19,8 @@ class RegexVerifier:
         full_match: Require the whole stripped text to match instead of a search.
     """
 
+    runs_inline = True  # score never waits: a run scores candidates in line
+
     def __init__(self, pattern: str, *, full_match: bool = False, name: str = "regex") -> None:
         try:
             self.pattern = re.compile(pattern, re.DOTALL)
@@ -43,6 +45,8 @@ class ContainsVerifier:
         mode: "all" passes only when every keyword appears, "any" when at least one does.
         case_sensitive: Match case exactly.
     """
+
+    runs_inline = True  # score never waits: a run scores candidates in line
 
     def __init__(
         self,
