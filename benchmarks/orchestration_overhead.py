@@ -85,9 +85,10 @@ async def orchestrated(
     worker: tl.FakeWorker, case: Case, runs: int, clock: Callable[[], float]
 ) -> float:
     options = {} if case.strategy == "single" else {"n": case.n}
+    arun = tl.arun  # looked up once, as `from threadloom import arun` would
     started = clock()
     for _ in range(runs):
-        await tl.arun(PROMPT, case.strategy, worker=worker, verifier=case.verifier, **options)
+        await arun(PROMPT, case.strategy, worker=worker, verifier=case.verifier, **options)
     return (clock() - started) / (runs * case.n)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, TypeVar, get_args
 
@@ -81,7 +82,7 @@ def check_worker(worker: object) -> None:
     Raises:
         ConfigError: Anything else, naming the methods a worker needs.
     """
-    if worker is None or isinstance(worker, str):
+    if worker is None or isinstance(worker, str) or _class_declares_all(type(worker)):
         return
     # not isinstance(Worker) nor hasattr: those would evaluate its properties
     missing = [name for name in _WORKER_MEMBERS if not _declares(worker, name)]
@@ -93,6 +94,13 @@ def check_worker(worker: object) -> None:
             f"worker must be a spec such as 'fake:42' or 'llamacpp:model.gguf', or a Worker; "
             f"got {type(worker).__name__}, which has no {', '.join(missing)}"
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _class_declares_all(cls: type) -> bool:
+    """Whether the class itself has every Worker member (asked once per class: every run
+    checks its worker, and most pass one of a few classes)."""
+    return all(hasattr(cls, name) for name in _WORKER_MEMBERS)
 
 
 def _declares(obj: object, name: str) -> bool:

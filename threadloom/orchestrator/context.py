@@ -452,10 +452,12 @@ class RunContext:
         generation is left running when this returns or raises.
         """
         request = self.request(prefix=prefix, params=params, **overrides)
+        fields, request_id = request.__dict__, request.request_id
         failures: list[BaseException] = []
 
         async def one(i: int) -> Candidate | None:
-            fresh = request.model_copy(update={"request_id": f"{request.request_id}-{i}"})
+            # the request validated once; each sample's copy differs only in its id
+            fresh = trusted(GenerationRequest, {**fields, "request_id": f"{request_id}-{i}"})
             try:
                 completion, node = await self.generate(fresh, parent=parent, label=f"{label} {i}")
             except BudgetExhausted:
