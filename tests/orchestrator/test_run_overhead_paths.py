@@ -49,24 +49,21 @@ async def test_a_pure_verifier_scores_every_candidate_in_the_calling_task() -> N
     assert ctx.usage.verifier_calls == 5
 
 
-async def test_under_a_deadline_each_candidate_is_scored_in_its_own_task() -> None:
-    judge = TaskRecorder(inline=True)
-    ctx = RunContext(
-        Q, FakeWorker(["42"]), verifiers={"recorder": judge}, budget=Budget(max_wall_time_s=60)
-    )
+@pytest.mark.parametrize(
+    ("inline", "budget"),
+    [(True, Budget(max_wall_time_s=60)), (False, None)],
+    ids=["pure-under-a-deadline", "not-said-to-be-pure"],
+)
+async def test_otherwise_each_candidate_is_scored_in_its_own_task(
+    inline: bool, budget: Budget | None
+) -> None:
+    judge = TaskRecorder(inline=inline)
+    ctx = RunContext(Q, FakeWorker(["42"]), verifiers={"recorder": judge}, budget=budget)
     candidates = await ctx.sample(4)
     await ctx.score_all(candidates, "recorder")
     assert len(set(map(id, judge.tasks))) == 4
     assert asyncio.current_task() not in judge.tasks
-
-
-async def test_a_verifier_that_does_not_say_it_is_pure_keeps_a_task_per_candidate() -> None:
-    judge = TaskRecorder(inline=False)
-    ctx = RunContext(Q, FakeWorker(["42"]), verifiers={"recorder": judge})
-    candidates = await ctx.sample(3)
-    await ctx.score_all(candidates, "recorder")
-    assert len(set(map(id, judge.tasks))) == 3
-    assert asyncio.current_task() not in judge.tasks
+    assert all("recorder" in c.scores for c in candidates)
 
 
 async def test_inline_scoring_stops_at_the_verifier_budget() -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from typing import Any, TypeVar, get_args
+from collections.abc import Hashable, Mapping
+from typing import Any, TypeVar, cast, get_args
 
 from pydantic import BaseModel, ValidationError
 
@@ -82,7 +82,9 @@ def check_worker(worker: object) -> None:
     Raises:
         ConfigError: Anything else, naming the methods a worker needs.
     """
-    if worker is None or isinstance(worker, str) or _class_declares_all(type(worker)):
+    if worker is None or isinstance(worker, str):
+        return
+    if _class_declares_all(cast(Hashable, type(worker))):
         return
     # not isinstance(Worker) nor hasattr: those would evaluate its properties
     missing = [name for name in _WORKER_MEMBERS if not _declares(worker, name)]
@@ -97,7 +99,7 @@ def check_worker(worker: object) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def _class_declares_all(cls: type) -> bool:
+def _class_declares_all(cls: Hashable) -> bool:
     """Whether the class itself has every Worker member (asked once per class: every run
     checks its worker, and most pass one of a few classes)."""
     return all(hasattr(cls, name) for name in _WORKER_MEMBERS)
