@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(
 FAST = SandboxLimits(timeout_s=3.0, cpu_s=5)
 SLACK_S = 3.0
 """How long after its timeout a killed run may take to return (interpreter start, reaping)."""
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _bwrap_problem() -> str | None:

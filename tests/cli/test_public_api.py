@@ -24,7 +24,7 @@ EXPECTED = {
     "Budget", "Candidate", "ChatMessage", "Completion", "GenerationRequest", "Problem", "Result",
     "SamplingParams", "Score", "Usage",
 }
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _error_types() -> set[str]:

@@ -23,7 +23,7 @@ from threadloom.strategies.registry import make_strategy, strategy_kinds
 from threadloom.verifiers.registry import make_verifier, verifier_kinds
 from threadloom.workers.registry import make_worker, worker_kinds
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plugin"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plugin"
 PLUGIN = "threadloom-example-plugin"
 REPLIES = "fake:the answer is 12|4|a much longer answer: 7"
 

@@ -297,7 +297,7 @@ def test_vote_select_and_concat_need_no_run() -> None:
 
 # ----- one place, no import cycle --------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GRAPH_MODULES = [
     "threadloom.graph",
     "threadloom.graph.nodes",
