@@ -190,6 +190,23 @@ def test_unknown_dataset_lists_the_valid_names() -> None:
         assert name in str(info.value)
 
 
+def test_unknown_dataset_names_the_hub_and_file_forms() -> None:
+    with pytest.raises(ConfigError, match=r"hf:NAME\[:CONFIG\]:SPLIT.*\.parquet"):
+        data.load("gsm9k")
+
+
+def test_a_jsonl_path_loads_through_load_with_its_field_mapping(tmp_path: Path) -> None:
+    path = _write(tmp_path / "mine.jsonl", [json.dumps({"q": "What is 6 * 7?", "a": 42})])
+    [problem] = data.load(str(path), field="q", answer_field="a", verifier="numeric")
+    assert (problem.prompt, problem.reference, problem.id) == ("What is 6 * 7?", "42", "mine/0")
+    assert problem.metadata == {"dataset": "mine", "verifier": "numeric"}
+    assert data.load(str(path), field="q", answer_field="a") == data.load_jsonl(
+        path, field="q", answer_field="a"
+    )
+    with pytest.raises(ConfigError, match=r"bad options.*difficulty"):
+        data.load(str(path), difficulty=2)
+
+
 @pytest.mark.parametrize("name", ["gsm8k", "math500", "arithmetic"])
 def test_bad_split_is_rejected(name: str) -> None:
     with pytest.raises(ConfigError) as info:
