@@ -165,7 +165,7 @@ def test_datasets_name_the_datasets_extra(tmp_path: Path, dataset: str) -> None:
 def test_every_extra_is_declared_and_in_dev() -> None:
     import tomllib
 
-    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     core = " ".join(project["dependencies"]).lower()
     for extra in EXTRAS:
