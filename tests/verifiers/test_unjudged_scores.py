@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import threadloom as tl
 from threadloom import FakeWorker
@@ -73,3 +74,18 @@ def test_the_run_command_prints_no_reference_instead_of_a_score() -> None:
     as_json = run_cli(*question, "--json")
     scores = [c["scores"]["numeric"] for c in json.loads(as_json.stdout)["candidates"]]
     assert [s["judged"] for s in scores] == [False, False]
+
+
+def test_the_trace_view_shows_no_reference_instead_of_a_score(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    done = run_cli("q", "--worker", "fake:It is 42", "-n", "2", "--verifier", "numeric",
+                   "--trace", str(trace))
+    assert done.returncode == 0, done.stderr
+    shown = subprocess.run(
+        [sys.executable, "-m", "threadloom.cli", "trace", "show", str(trace), "--width", "200"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    scores = [line for line in shown.stdout.splitlines() if "score" in line]
+    assert len(scores) == 2
+    assert all("numeric=no reference" in line and "numeric=1" not in line for line in scores)

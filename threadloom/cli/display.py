@@ -129,7 +129,8 @@ def trace_tree(events: Iterable[TraceEvent | Mapping[str, Any]], max_text: int =
             line.append("cancelled", style="yellow")
         if "value" in data:
             line.append(" · ")
-            line.append(f"{_plain(data.get('verifier'))}={_number(data['value'])}", style="cyan")
+            shown = "no reference" if data.get("judged") is False else _number(data["value"])
+            line.append(f"{_plain(data.get('verifier'))}={shown}", style="cyan")
         text = " ".join(_plain(data.get("text", "")).split())
         if text:
             line.append(f" · “{text[:max_text]}{'…' if len(text) > max_text else ''}”")

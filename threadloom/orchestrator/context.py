@@ -526,11 +526,13 @@ class RunContext:
         if candidate.node_id:
             self.trace.add(
                 "score",
-                label=f"{judge.name}={result.value:.3g}",
+                label=f"{judge.name}={result.value:.3g}" if result.judged else
+                f"{judge.name}: no reference",
                 parents=[(candidate.node_id, "score")],
                 verifier=judge.name,
                 value=result.value,
                 passed=result.passed,
+                judged=result.judged,
                 detail=result.detail[:200],
             )
         return result
