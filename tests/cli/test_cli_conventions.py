@@ -100,6 +100,7 @@ def test_every_command_takes_log_level() -> None:
 # ----- --json on every command that lists or shows -----------------------------------------
 
 
+@pytest.mark.slow
 def test_listings_as_json() -> None:
     workers = json.loads(runner.invoke(cli.app, ["workers", "--json"]).stdout)
     kinds = {row["kind"]: row for row in workers["workers"]}

@@ -17,6 +17,7 @@ def chat(text: str, **params: object) -> GenerationRequest:
     )
 
 
+@pytest.mark.slow
 async def test_greedy_generation_is_sensible_and_repeatable(llama_worker: LlamaCppWorker) -> None:
     question = "Which animal says meow?"
     first = await llama_worker.generate(chat(question, temperature=0, max_tokens=24))
@@ -30,6 +31,7 @@ async def test_greedy_generation_is_sensible_and_repeatable(llama_worker: LlamaC
     assert second.usage.cached_prompt_tokens == second.usage.prompt_tokens - 1
 
 
+@pytest.mark.slow
 async def test_max_tokens_and_stop_strings(llama_worker: LlamaCppWorker) -> None:
     long = await llama_worker.generate(
         chat("Write a long story about a dragon.", max_tokens=7, seed=1)
@@ -44,6 +46,7 @@ async def test_max_tokens_and_stop_strings(llama_worker: LlamaCppWorker) -> None
     assert "4" in counted.text
 
 
+@pytest.mark.slow
 async def test_logprobs_are_returned(llama_worker: LlamaCppWorker) -> None:
     out = await llama_worker.generate(chat("Say hello.", max_tokens=8, logprobs=3, seed=2))
     assert out.logprobs is not None and len(out.logprobs) == out.usage.completion_tokens
@@ -54,6 +57,7 @@ async def test_logprobs_are_returned(llama_worker: LlamaCppWorker) -> None:
     assert "".join(t.token for t in out.logprobs).strip() == out.text.strip()
 
 
+@pytest.mark.slow
 async def test_seeded_sampling_reproduces() -> None:
     # Exact reproduction needs the same batch shapes: llama.cpp picks other kernels for bigger
     # batches, and adaptive speculation changes a sequence's batch from step to step.
@@ -67,6 +71,7 @@ async def test_seeded_sampling_reproduces() -> None:
         await worker.close()
 
 
+@pytest.mark.slow
 async def test_streaming_deltas_add_up_to_the_text(llama_worker: LlamaCppWorker) -> None:
     deltas: list[str] = []
     final = None
@@ -79,6 +84,7 @@ async def test_streaming_deltas_add_up_to_the_text(llama_worker: LlamaCppWorker)
     assert "".join(deltas) == final.text
 
 
+@pytest.mark.slow
 async def test_abort_stops_decoding_within_a_few_tokens(llama_worker: LlamaCppWorker) -> None:
     request = chat("Count from 1 to 300, separated by commas.", temperature=0, max_tokens=400)
     started = asyncio.Event()
@@ -103,6 +109,7 @@ async def test_abort_stops_decoding_within_a_few_tokens(llama_worker: LlamaCppWo
     assert after - before <= 2 + 16
 
 
+@pytest.mark.slow
 async def test_cancelling_the_caller_aborts_the_request(llama_worker: LlamaCppWorker) -> None:
     request = chat("Write a very long poem about the sea.", max_tokens=400, seed=5)
     task = asyncio.create_task(llama_worker.generate(request))
@@ -119,6 +126,7 @@ async def test_cancelling_the_caller_aborts_the_request(llama_worker: LlamaCppWo
     assert llama_worker.stats()["live_sequences"] == 0
 
 
+@pytest.mark.slow
 async def test_batched_sequences_share_forward_passes(llama_worker: LlamaCppWorker) -> None:
     before = llama_worker.stats()
     requests = [chat("Tell me a fact about cats.", max_tokens=40, seed=i) for i in range(8)]
@@ -134,6 +142,7 @@ async def test_batched_sequences_share_forward_passes(llama_worker: LlamaCppWork
     assert len({o.text for o in outs}) > 1
 
 
+@pytest.mark.slow
 async def test_prompt_longer_than_the_context_is_a_clear_error() -> None:
     worker = LlamaCppWorker(n_ctx=128, n_slots=2)
     try:

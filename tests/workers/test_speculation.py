@@ -270,6 +270,7 @@ def assert_cache_matches_slots(worker: LlamaCppWorker) -> None:
             assert high == -1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prompt", COPY_PROMPTS + FREE_PROMPTS)
 async def test_greedy_output_with_speculation_is_identical(workers: Workers, prompt: str) -> None:
     plain, fast = await both(workers, chat(prompt, temperature=0, max_tokens=48))
@@ -280,6 +281,7 @@ async def test_greedy_output_with_speculation_is_identical(workers: Workers, pro
     assert fast.accepted_tokens <= fast.drafted_tokens
 
 
+@pytest.mark.slow
 async def test_a_copy_task_drafts_and_accepts(workers: Workers) -> None:
     before = workers["on"].stats()
     plain, fast = await both(workers, chat(COPY_PROMPTS[0], temperature=0, max_tokens=48))
@@ -295,6 +297,7 @@ async def test_a_copy_task_drafts_and_accepts(workers: Workers) -> None:
     assert not workers["off"].capabilities.speculative_decoding
 
 
+@pytest.mark.slow
 async def test_seeded_sampling_is_unchanged_by_speculation(workers: Workers) -> None:
     # the acceptance rule samples the target distribution at every position, so a seeded
     # sampler draws the same tokens with or without drafts
@@ -303,6 +306,7 @@ async def test_seeded_sampling_is_unchanged_by_speculation(workers: Workers) -> 
         assert fast.text == plain.text
 
 
+@pytest.mark.slow
 async def test_max_tokens_stop_strings_and_logprobs_with_speculation(
     workers: Workers,
 ) -> None:
@@ -324,6 +328,7 @@ async def test_max_tokens_stop_strings_and_logprobs_with_speculation(
     assert fast.text == plain.text and "9" not in fast.text and "8" in fast.text
 
 
+@pytest.mark.slow
 async def test_abort_with_speculation_leaves_a_consistent_cache(
     workers: Workers,
 ) -> None:
@@ -347,6 +352,7 @@ async def test_abort_with_speculation_leaves_a_consistent_cache(
     assert_cache_matches_slots(worker)
 
 
+@pytest.mark.slow
 def test_a_request_whose_event_loop_closed_is_dropped(workers: Workers) -> None:
     worker = workers["on"]
     stream = worker.stream(chat(COPY_PROMPTS[0], temperature=0, max_tokens=300))
@@ -367,6 +373,7 @@ def test_a_request_whose_event_loop_closed_is_dropped(workers: Workers) -> None:
     assert_cache_matches_slots(worker)
 
 
+@pytest.mark.slow
 async def test_many_concurrent_sequences_with_speculation(workers: Workers) -> None:
     prompts = [p for p in COPY_PROMPTS + FREE_PROMPTS for _ in range(2)]
     requests = [chat(p, temperature=0.7, seed=i, max_tokens=32) for i, p in enumerate(prompts)]
@@ -379,6 +386,7 @@ async def test_many_concurrent_sequences_with_speculation(workers: Workers) -> N
     assert_cache_matches_slots(workers["on"])
 
 
+@pytest.mark.slow
 async def test_adaptive_worker_measures_both_modes() -> None:
     config = SpeculationConfig(mode="adaptive", window_steps=4, probe_every=1, max_probe_every=2)
     worker = LlamaCppWorker(n_ctx=2048, n_slots=4, speculation=config)
@@ -396,6 +404,7 @@ async def test_adaptive_worker_measures_both_modes() -> None:
     assert state.last_decision.startswith(("kept", "switched"))
 
 
+@pytest.mark.slow
 async def test_speculation_counters_reach_usage_and_trace(workers: Workers) -> None:
     params = SamplingParams(temperature=0, max_tokens=32)
     result = await tl.arun(COPY_PROMPTS[0], "single", worker=workers["on"], params=params)
@@ -414,6 +423,7 @@ def test_worker_rejects_bad_speculation_settings() -> None:
         LlamaCppWorker(speculation="on", num_pred_tokens=0)
 
 
+@pytest.mark.slow
 def test_cli_workers_shows_the_measured_speculation_state() -> None:
     from typer.testing import CliRunner
 
