@@ -88,7 +88,8 @@ def test_a_client_leaving_mid_stream_frees_the_model_at_the_next_step(
             deltas += '"delta"' in line and '"text"' in line
             if deltas >= 8:
                 break
-        assert llama_worker.stats()["live_sequences"] == 4
+        # a sample may already have ended on its own (an early end of text); the rest are live
+        assert 1 <= llama_worker.stats()["live_sequences"] <= 4
     left = llama_worker.stats()
     # The server aborts the run's generations at once; the engine drops them at its next step
     # boundary: within a second on an idle machine, within two steps however loaded it is.
