@@ -170,6 +170,25 @@ def test_the_ratio_of_adjacent_windows_ignores_load_changes() -> None:
     assert state.switches == 0 and state.preferred == "off"
 
 
+def test_a_probe_is_judged_against_the_windows_on_both_sides_of_it() -> None:
+    # a batch that drains: throughput falls steadily as its sequences finish, then the batch
+    # refills. Speculation costs 20%. A probe compared with the window before it alone sees the
+    # drain as its own cost (probing plain decoding from "on" makes "on" look better, and the
+    # other way round), so the first choice sticks; bracketing the probe cancels the drift.
+    def goodput(on: bool, step: int) -> float:
+        drained = (step % 32) / 32
+        return (0.8 if on else 1.0) * 400.0 * (1.0 - 0.9 * drained)
+
+    controller = adaptive(max_probe_every=4)
+    # speculation pays at first, so the controller turns it on
+    step = drive(controller, lambda on, _: 300.0 if on else 100.0, 200)
+    assert controller.state().preferred == "on"
+    drive(controller, goodput, 6000, step)
+    state = controller.state()
+    assert state.preferred == "off"
+    assert state.speedup is not None and state.speedup < 0.9
+
+
 def test_fixed_modes_measure_but_never_switch() -> None:
     for mode, speculating in (("on", True), ("off", False)):
         controller = SpeculationController(SpeculationConfig(mode=mode, window_steps=4))

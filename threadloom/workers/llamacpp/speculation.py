@@ -167,6 +167,8 @@ class SpeculationController:
         """The mode run between probes (adaptive starts with plain decoding)."""
         self._active = self._preferred
         self._probing = False
+        self._pending_probe: tuple[bool, float, float | None] | None = None
+        """(probed mode, its goodput, the window before it) until the window after it closes."""
         self._window = _Window()
         self._last_goodput: dict[bool, float] = {}
         """Goodput of the latest completed window of each mode."""
@@ -240,7 +242,16 @@ class SpeculationController:
         smoothed = goodput if previous is None else alpha * goodput + (1 - alpha) * previous
         self._goodput[mode] = smoothed
         if self._probing:
-            self._judge_probe(mode, goodput)
+            # judged once the window after it closes: against the windows on both sides, so a
+            # steady drift in throughput (a batch whose sequences finish one by one) cancels
+            self._probing = False
+            self._active = self._preferred
+            self._pending_probe = (mode, goodput, self._last_goodput.get(not mode))
+        elif self._pending_probe is not None:
+            probed, probe_goodput, before = self._pending_probe
+            self._pending_probe = None
+            reference = goodput if before is None else math.sqrt(before * goodput)
+            self._judge_probe(probed, probe_goodput, reference)
         elif self.config.mode == "adaptive":
             self._windows_since_probe += 1
             baseline = self._baseline
@@ -262,13 +273,11 @@ class SpeculationController:
                 self._active = not mode
         self._last_goodput[mode] = goodput
 
-    def _judge_probe(self, probed: bool, goodput: float) -> None:
-        reference = self._last_goodput.get(not probed)
-        self._probing = False
+    def _judge_probe(self, probed: bool, goodput: float, reference: float) -> None:
         self._windows_since_probe = 0
         self._baseline = None
         self._active = self._preferred
-        if reference is None or reference <= 0.0 or goodput <= 0.0:
+        if reference <= 0.0 or goodput <= 0.0:
             return
         on, off = (goodput, reference) if probed else (reference, goodput)
         sample = math.log(on / off)
