@@ -11,7 +11,8 @@ verify drafted tokens:
   only measures. In "adaptive" it runs in the mode that has measured better, probes the other
   mode for one window every so often (less often each time a probe confirms the choice, and
   soon after the current mode's goodput jumps or drops, a sign that the traffic changed), and
-  switches when the other mode's goodput beats the current one by a margin (hysteresis).
+  switches on when speculation beats plain decoding by a margin, and off once it costs half
+  that margin (hysteresis that leans to the cheaper mode).
 
 Goodput is completion tokens emitted per second of decode time. Because absolute throughput
 moves with the traffic (more live sequences, more tokens per second), a probe is compared with
@@ -57,7 +58,8 @@ class SpeculationConfig(BaseModel):
     smoothing: float = Field(0.5, gt=0.0, le=1.0)
     """Weight of the newest measurement in the exponentially weighted averages."""
     hysteresis: float = Field(0.1, ge=0.0)
-    """Switch only when the other mode's goodput beats the current one by this fraction."""
+    """Switch speculation on only when it beats plain decoding by this fraction; switch it off
+    once it is slower by half of it."""
 
     @model_validator(mode="after")
     def _check(self) -> SpeculationConfig:
@@ -285,8 +287,11 @@ class SpeculationController:
         previous = self._log_speedup
         self._log_speedup = sample if previous is None else alpha * sample + (1 - alpha) * previous
         speedup = math.exp(self._log_speedup)
+        # on must beat off by the whole margin; off takes over once speculation costs half of
+        # it: drafts are extra work, so in doubt the controller leans to plain decoding
         margin = 1.0 + self.config.hysteresis
-        better = speedup > margin if not self._preferred else speedup * margin >= 1.0
+        half_margin = 1.0 + self.config.hysteresis / 2
+        better = speedup > margin if not self._preferred else speedup * half_margin >= 1.0
         if better == self._preferred:
             self._probe_every = min(2 * self._probe_every, self.config.max_probe_every)
             verdict = "on" if better else "off"
