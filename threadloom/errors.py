@@ -24,6 +24,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class ThreadloomError(Exception):
     """Root of every error threadloom raises on purpose."""
@@ -112,3 +117,12 @@ class BudgetExhausted(ThreadloomError):
     def __init__(self, limit: str) -> None:
         super().__init__(f"budget exhausted: {limit}")
         self.limit = limit
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """Pydantic's errors as 'field.path: message' parts, one per problem."""
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        parts.append(f"{location}: {error['msg']}")
+    return "; ".join(parts)

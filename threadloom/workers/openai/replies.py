@@ -14,9 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from threadloom.errors import WorkerError
+from threadloom.errors import WorkerError, describe_errors
 from threadloom.types import FinishReason, TokenLogprob
-from threadloom.workers.ray.config import describe_errors
 
 __all__ = [
     "Choice",

@@ -42,6 +42,7 @@ from threadloom.errors import (
     ThreadloomError,
     WorkerError,
     WorkerUnavailable,
+    describe_errors,
 )
 from threadloom.types import Completion, GenerationRequest, Timings, TokenUsage
 from threadloom.workers.base import StreamDelta, WorkerCapabilities
@@ -54,7 +55,6 @@ from threadloom.workers.openai.protocol import Call, EventStreamDecoder, build_c
 from threadloom.workers.openai.replies import parse_choices, parse_usage, split_tokens
 from threadloom.workers.openai.stream import StreamCut, StreamState, next_line
 from threadloom.workers.openai.tokens import fewest_tokens, settle_count, within_limit
-from threadloom.workers.ray.config import describe_errors
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from threadloom.errors import ConfigError
+from threadloom.errors import ConfigError, describe_errors
 
 __all__ = [
     "ClusterConfig",
@@ -231,15 +231,6 @@ def load_cluster_config(source: str | Path | Mapping[str, Any]) -> ClusterConfig
         return ClusterConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{where}: {describe_errors(exc)}") from None
-
-
-def describe_errors(exc: ValidationError) -> str:
-    """Pydantic's errors as 'field.path: message' lines, one per problem."""
-    lines = []
-    for error in exc.errors():
-        loc = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        lines.append(f"{loc}: {error['msg']}")
-    return "; ".join(lines)
 
 
 def placement_problems(

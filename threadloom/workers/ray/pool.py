@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from threadloom.errors import ConfigError, WorkerUnavailable
+from threadloom.errors import ConfigError, WorkerUnavailable, describe_errors
 from threadloom.types import GenerationRequest, Usage
 from threadloom.workers.base import StreamDelta, Worker, WorkerCapabilities
 from threadloom.workers.core import BaseWorker
@@ -31,7 +31,7 @@ from threadloom.workers.ray.cluster import (
     shutdown,
     spawn_actor,
 )
-from threadloom.workers.ray.config import FailoverSpec, PoolSpec, RoutingSpec, describe_errors
+from threadloom.workers.ray.config import FailoverSpec, PoolSpec, RoutingSpec
 from threadloom.workers.ray.lanes import Lane, first_line
 from threadloom.workers.routing import Router
 from threadloom.workers.wrappers.signals import Closing
