@@ -230,3 +230,14 @@ def test_kinds_resolve_aliases_and_spellings() -> None:
     assert verifier_kinds.builtin_kinds[0] == "numeric"
     with pytest.raises(ConfigError, match=r"valid workers: .*fake.*llamacpp"):
         make_worker("nope:1")
+
+
+@pytest.mark.slow
+def test_a_plugin_strategy_and_verifier_run_on_the_bundled_model(site: Path) -> None:
+    data = ran(threadloom(site, "run", "What is 2 + 3?", "-s", "shortest-of-n:n=3",
+                          "--verifier", "word-limit:400", "--max-tokens", "24", "--seed", "1",
+                          "--json"))  # fmt: skip
+    texts = [c["text"] for c in data["candidates"]]
+    assert len(texts) == 3 and data["usage"]["completion_tokens"] > 0
+    assert [len(t) for t in texts] == sorted(len(t) for t in texts)  # shortest first
+    assert all("word-limit" in c["scores"] for c in data["candidates"])

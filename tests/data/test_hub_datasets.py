@@ -345,3 +345,22 @@ def test_bench_runs_a_cached_hub_dataset_and_a_parquet_file(hf_cache: Path, tmp_
     )
     [summary] = local["strategies"]
     assert summary["problems"] == 2 and summary["accuracy"] == 0.5
+
+
+@pytest.mark.slow
+def test_a_cached_hub_dataset_benches_on_the_bundled_model(hf_cache: Path, tmp_path: Path) -> None:
+    cache_hub_dataset(hf_cache, "openai/gsm8k", "main", {"test": GSM8K_ROWS})
+    out = tmp_path / "hub.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "threadloom.cli", "bench", "--dataset", "hf:openai/gsm8k:main:test",
+         "--limit", "1", "-s", "self-consistency:n=2", "--max-tokens", "48", "--out", str(out),
+         "--json"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "COLUMNS": "200", "HF_HOME": str(hf_cache)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [summary] = json.loads(done.stdout)["strategies"]
+    assert summary["problems"] == 1 and summary["errors"] == 0
+    [record] = [json.loads(line) for line in out.read_text().splitlines() if '"problem_id"' in line]
+    assert record["dataset"] == "gsm8k-main-test" and record["completion_tokens"] > 0
+    assert record["reference"] == GSM8K_ROWS["answer"][0].split("####")[-1].strip()
