@@ -37,6 +37,27 @@ async def test_first_finish_keeps_the_shortest_and_aborts_the_rest() -> None:
     assert worker.in_flight == 0
 
 
+async def test_first_finish_counts_only_losers_the_abort_actually_stopped() -> None:
+    # a worker that lets every request run to its end: nothing was aborted, whatever was asked
+    replies = ["long " * 40 + "41", "short 42", "long " * 40 + "43"]
+    worker = FakeWorker(replies, token_delay_s=0.001, honours_abort=False)
+    result = await tl.arun(Q, "first-finish", n=3, worker=worker)
+    best = result.best
+    assert best is not None and best.answer == "42"
+    assert result.usage.aborted_generations == 0
+    assert best.metadata["aborted"] == 0
+
+
+async def test_adaptive_consistency_counts_only_losers_the_abort_actually_stopped() -> None:
+    replies = ["42"] * 5 + ["long " * 40 + "7"] * 3
+    worker = FakeWorker(replies, token_delay_s=0.001, honours_abort=False)
+    result = await tl.arun(Q, "adaptive-consistency:max_n=8,wave=8,rule=margin", worker=worker)
+    stop = result.candidates[0].metadata
+    assert stop["stop_reason"] == "settled"
+    assert result.usage.aborted_generations == 0
+    assert stop["aborted"] == 0
+
+
 async def test_first_k_finishers_vote() -> None:
     replies = ["a 42", "b 41", "c c 42", "long " * 100 + "40"]
     worker = FakeWorker(replies, token_delay_s=0.002)

@@ -96,9 +96,12 @@ class AdaptiveConsistency(Strategy):
                     break
         finally:
             if pending:
-                aborted = len(pending)
                 await scope.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+                rest = await asyncio.gather(*pending, return_exceptions=True)
+                # one that reached its own end before the abort landed is not counted
+                aborted = sum(
+                    1 for r in rest if isinstance(r, tuple) and r[0].finish_reason == "abort"
+                )
         stop = {
             "stopped_after": len(finished),
             "launched": launched,

@@ -83,13 +83,15 @@ class FirstFinish(Strategy):
                 await scope.cancel()
             rest = await asyncio.gather(*pending, return_exceptions=True)
         losers = [r for r in rest if isinstance(r, tuple)]
+        # a loser may reach its own end between the decision and the abort: it is not counted
+        aborted = sum(1 for c, _ in losers if c.finish_reason == "abort")
         tokens_total = sum(c.usage.completion_tokens for c, _ in finishers + losers)
         # tokens counted from streamed deltas when the k-th finisher arrived, versus the end
         after = max(0, tokens_total - tokens_at_decision)
         candidates = [scope.candidate(c, node, prefix=prefix) for c, node in finishers[: self.k]]
         for order, candidate in enumerate(candidates):
             candidate.metadata.update(
-                finish_order=order, tokens_after_decision=after, aborted=len(losers)
+                finish_order=order, tokens_after_decision=after, aborted=aborted
             )
         if self.k > 1:
             candidates = order_by_vote(candidates, vote(candidates, ctx.problem.answer_format))
@@ -98,7 +100,7 @@ class FirstFinish(Strategy):
                 "select",
                 label=f"first to finish of {self.n}",
                 parents=[(candidates[0].node_id, "select")],
-                aborted=len(losers),
+                aborted=aborted,
                 tokens_after_decision=after,
             )
         return candidates
