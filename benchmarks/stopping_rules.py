@@ -1,0 +1,298 @@
+"""Stopping rules and batch allocation replayed on recorded samples of the bundled model.
+
+Draws `--samples` samples of every arithmetic problem on the embedded worker once, writing each
+sample's vote key, correctness, completion tokens and mean log-probability to a JSONL log
+(resumable: a rerun draws only the problems still missing). Then it replays, on those same
+samples, self-consistency with 1..N samples, adaptive self-consistency under several stopping
+rules and a batch budget under several allocation settings, and prints accuracy and tokens per
+problem side by side with Wilson 95% intervals.
+
+Replaying recorded samples compares the rules on identical draws, which separate runs cannot:
+at 100 problems the sampling noise between two runs is larger than most rule differences. A
+replayed adaptive run takes samples in the order they were drawn, one at a time, so it counts
+no tokens for samples that a live run with waves would abort part way.
+
+    python benchmarks/stopping_rules.py [--problems 100] [--samples 16] [--seed 17]
+        [--out runs/stopping-rules.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from threadloom.data import load
+from threadloom.evaluation.bench import Verifiers, problem_seed, strategy_view
+from threadloom.evaluation.stats import wilson_interval
+from threadloom.orchestrator.context import RunContext
+from threadloom.types import Problem, SamplingParams
+from threadloom.verifiers.stopping import cannot_be_overtaken, leader_probability, top_two
+from threadloom.verifiers.voting import answer_key
+from threadloom.workers.llamacpp.worker import LlamaCppWorker
+
+DATASET = "arithmetic"
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str | None
+    correct: bool
+    tokens: int
+    mean_logprob: float
+
+
+@dataclass(frozen=True)
+class Drawn:
+    problem_id: str
+    samples: tuple[Sample, ...]
+
+
+# ----- drawing ----------------------------------------------------------------------------
+
+
+async def draw_one(
+    problem: Problem, worker: LlamaCppWorker, verifiers: Verifiers, args: argparse.Namespace
+) -> dict[str, object]:
+    params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens)
+    ctx = RunContext(
+        strategy_view(problem), worker, params=params, seed=problem_seed(args.seed, problem.id)
+    )
+    candidates = await ctx.sample(args.samples, label="recorded", logprobs=0)
+    grader = verifiers.grader(problem)
+    samples = []
+    for candidate in candidates:
+        verdict = await grader.score(problem, candidate.model_copy(deep=True))
+        samples.append(
+            {
+                "key": answer_key(candidate.answer, problem.answer_format),
+                "correct": bool(verdict.passed),
+                "tokens": candidate.completion_tokens,
+                "mean_logprob": candidate.mean_logprob or 0.0,
+            }
+        )
+    return {"problem_id": problem.id, "samples": samples}
+
+
+async def draw(problems: list[Problem], args: argparse.Namespace, out: Path) -> None:
+    done = {d.problem_id for d in read(out)}
+    missing = [p for p in problems if p.id not in done]
+    if not missing:
+        return
+    worker = LlamaCppWorker()
+    verifiers = Verifiers(selection="none")
+    lock = asyncio.Lock()
+    queue = list(missing)
+
+    async def lane() -> None:
+        while queue:
+            problem = queue.pop(0)
+            row = await draw_one(problem, worker, verifiers, args)
+            async with lock:
+                with out.open("a") as handle:
+                    handle.write(json.dumps(row) + "\n")
+            print(f"drew {problem.id}", flush=True)
+
+    try:
+        # two problems at a time keep the worker's batch full while one finishes its tail
+        await asyncio.gather(*(lane() for _ in range(args.lanes)))
+    finally:
+        await worker.close()
+
+
+def read(path: Path) -> list[Drawn]:
+    if not path.exists():
+        return []
+    drawn = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            drawn.append(
+                Drawn(row["problem_id"], tuple(Sample(**s) for s in row["samples"]))
+            )
+    return drawn
+
+
+# ----- replaying ------------------------------------------------------------------------
+
+
+def vote(samples: Sequence[Sample]) -> Sample | None:
+    """The sample standing for the winning answer: most votes, then best mean log-prob."""
+    groups: dict[str, list[Sample]] = {}
+    for sample in samples:
+        if sample.key is not None:
+            groups.setdefault(sample.key, []).append(sample)
+    if not groups:
+        return None
+    members = max(
+        groups.values(), key=lambda g: (len(g), max(s.mean_logprob for s in g))
+    )
+    return members[0]
+
+
+Rule = Callable[[Sequence[str | None], int], bool]
+"""(answers so far, samples still allowed) -> stop now."""
+
+
+def beta(confidence: float, min_samples: int = 1) -> Rule:
+    def rule(answers: Sequence[str | None], remaining: int) -> bool:
+        _, first, second = top_two(answers)
+        if cannot_be_overtaken(first, second, remaining):
+            return True
+        return (
+            len(answers) >= min_samples
+            and first > 0
+            and leader_probability(first, second) >= confidence
+        )
+
+    return rule
+
+
+def agree(count: int) -> Rule:
+    """Stop once `count` samples name the same answer (or the leader cannot be overtaken)."""
+
+    def rule(answers: Sequence[str | None], remaining: int) -> bool:
+        _, first, second = top_two(answers)
+        return first >= count or cannot_be_overtaken(first, second, remaining)
+
+    return rule
+
+
+@dataclass
+class Outcome:
+    correct: int = 0
+    covered: int = 0
+    tokens: int = 0
+    samples: int = 0
+    problems: int = 0
+
+    def add(self, taken: Sequence[Sample]) -> None:
+        chosen = vote(taken)
+        self.correct += bool(chosen and chosen.correct)
+        self.covered += any(s.correct for s in taken)
+        self.tokens += sum(s.tokens for s in taken)
+        self.samples += len(taken)
+        self.problems += 1
+
+
+def fixed(drawn: list[Drawn], n: int) -> Outcome:
+    outcome = Outcome()
+    for d in drawn:
+        outcome.add(d.samples[:n])
+    return outcome
+
+
+def adaptive(drawn: list[Drawn], rule: Rule, max_n: int) -> Outcome:
+    outcome = Outcome()
+    for d in drawn:
+        taken: list[Sample] = []
+        for sample in d.samples[:max_n]:
+            taken.append(sample)
+            if rule([s.key for s in taken], max_n - len(taken)):
+                break
+        outcome.add(taken)
+    return outcome
+
+
+def budgeted(drawn: list[Drawn], budget: int, probe: int, confidence: float, max_n: int) -> Outcome:
+    """Probe every problem, then give one sample at a time to the most split open problem."""
+    taken = {d.problem_id: list(d.samples[:probe]) for d in drawn}
+    spent = sum(s.tokens for t in taken.values() for s in t)
+    mean = spent / max(1, sum(len(t) for t in taken.values()))
+
+    def priority(d: Drawn) -> float:
+        keys = [s.key for s in taken[d.problem_id]]
+        _, first, second = top_two(keys)
+        if len(keys) >= max_n or len(keys) >= len(d.samples):
+            return -1.0
+        if cannot_be_overtaken(first, second, max_n - len(keys)):
+            return -1.0
+        if first > 0 and leader_probability(first, second) >= confidence:
+            return -1.0
+        split = 1.0 - leader_probability(first, second)
+        answered = (sum(k is not None for k in keys) + 1) / (len(keys) + 2)
+        return split * answered / math.sqrt(1 + len(keys))
+
+    while spent + mean <= budget:
+        best = max(drawn, key=priority)
+        if priority(best) < 0:
+            break
+        sample = best.samples[len(taken[best.problem_id])]
+        taken[best.problem_id].append(sample)
+        spent += sample.tokens
+    outcome = Outcome()
+    for d in drawn:
+        outcome.add(taken[d.problem_id])
+    return outcome
+
+
+def report(drawn: list[Drawn], args: argparse.Namespace) -> None:
+    rows: list[tuple[str, Outcome]] = []
+    for n in (1, 2, 4, 6, 8, 12, 16):
+        if n <= args.samples:
+            rows.append((f"self-consistency n={n}", fixed(drawn, n)))
+    for max_n in (8, 16):
+        if max_n > args.samples:
+            continue
+        for confidence in (0.95, 0.9, 0.8, 0.7):
+            label = f"adaptive max {max_n}, beta {confidence}"
+            rows.append((label, adaptive(drawn, beta(confidence), max_n)))
+        for count in (2, 3, 4):
+            label = f"adaptive max {max_n}, {count} agree"
+            rows.append((label, adaptive(drawn, agree(count), max_n)))
+    sc8 = fixed(drawn, min(8, args.samples))
+    for probe in (2, 3, 4):
+        for confidence in (0.95, 0.85, 0.75):
+            rows.append(
+                (
+                    f"batch budget = sc8, probe {probe}, beta {confidence}",
+                    budgeted(drawn, sc8.tokens, probe, confidence, args.samples),
+                )
+            )
+    table = Table(title=f"replayed on {len(drawn)} problems x {args.samples} recorded samples")
+    for column in ("mode", "accuracy (95% CI)", "coverage", "samples", "tokens/problem", "vs sc8"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for label, o in rows:
+        low, high = wilson_interval(o.correct, o.problems)
+        table.add_row(
+            label,
+            f"{100 * o.correct / o.problems:.0f}% ({100 * low:.0f}-{100 * high:.0f})",
+            f"{100 * o.covered / o.problems:.0f}%",
+            f"{o.samples / o.problems:.1f}",
+            f"{o.tokens / o.problems:.0f}",
+            f"{o.tokens / sc8.tokens:.2f}",
+        )
+    Console(width=160).print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--lanes", type=int, default=2, help="problems drawn at once")
+    parser.add_argument("--out", default="runs/stopping-rules.jsonl")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    problems = load(DATASET, limit=args.problems, seed=args.seed)
+    if not args.report_only:
+        asyncio.run(draw(problems, args, out))
+    wanted = {p.id for p in problems}
+    drawn = [d for d in read(out) if d.problem_id in wanted and len(d.samples) >= args.samples]
+    if drawn:
+        report(drawn, args)
+
+
+if __name__ == "__main__":
+    main()
