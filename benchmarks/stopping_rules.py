@@ -23,7 +23,7 @@ import asyncio
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -34,7 +34,13 @@ from threadloom.evaluation.bench import Verifiers, problem_seed, strategy_view
 from threadloom.evaluation.stats import wilson_interval
 from threadloom.orchestrator.context import RunContext
 from threadloom.types import Problem, SamplingParams
-from threadloom.verifiers.stopping import cannot_be_overtaken, leader_probability, top_two
+from threadloom.verifiers.stopping import (
+    StopRule,
+    cannot_be_overtaken,
+    leader_probability,
+    settled,
+    top_two,
+)
 from threadloom.verifiers.voting import answer_key
 from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
@@ -141,26 +147,18 @@ Rule = Callable[[Sequence[str | None], int], bool]
 """(answers so far, samples still allowed) -> stop now."""
 
 
-def beta(confidence: float, min_samples: int = 1) -> Rule:
+def rule_of(name: StopRule, *, confidence: float = 0.95, votes: int = 2) -> Rule:
+    """The strategy's own stopping rule (adaptive-consistency's `settled`) as a replay rule."""
+
     def rule(answers: Sequence[str | None], remaining: int) -> bool:
-        _, first, second = top_two(answers)
-        if cannot_be_overtaken(first, second, remaining):
-            return True
-        return (
-            len(answers) >= min_samples
-            and first > 0
-            and leader_probability(first, second) >= confidence
+        return settled(
+            answers,
+            rule=name,
+            confidence=confidence,
+            window=votes,
+            remaining=remaining,
+            votes=votes,
         )
-
-    return rule
-
-
-def agree(count: int) -> Rule:
-    """Stop once `count` samples name the same answer (or the leader cannot be overtaken)."""
-
-    def rule(answers: Sequence[str | None], remaining: int) -> bool:
-        _, first, second = top_two(answers)
-        return first >= count or cannot_be_overtaken(first, second, remaining)
 
     return rule
 
@@ -172,14 +170,32 @@ class Outcome:
     tokens: int = 0
     samples: int = 0
     problems: int = 0
+    right: list[bool] = field(default_factory=list)
+    """Per problem, in order: whether the vote was right (for paired comparisons)."""
 
     def add(self, taken: Sequence[Sample]) -> None:
         chosen = vote(taken)
+        self.right.append(bool(chosen and chosen.correct))
         self.correct += bool(chosen and chosen.correct)
         self.covered += any(s.correct for s in taken)
         self.tokens += sum(s.tokens for s in taken)
         self.samples += len(taken)
         self.problems += 1
+
+    def merge(self, other: Outcome) -> None:
+        self.correct += other.correct
+        self.covered += other.covered
+        self.tokens += other.tokens
+        self.samples += other.samples
+        self.problems += other.problems
+        self.right += other.right
+
+    def against(self, baseline: Outcome) -> str:
+        """Problems this got right and the baseline wrong, and the other way round."""
+        pairs = list(zip(self.right, baseline.right, strict=True))
+        won = sum(a and not b for a, b in pairs)
+        lost = sum(b and not a for a, b in pairs)
+        return f"+{won} / -{lost}"
 
 
 def fixed(drawn: list[Drawn], n: int) -> Outcome:
@@ -235,29 +251,34 @@ def budgeted(drawn: list[Drawn], budget: int, probe: int, confidence: float, max
 
 def report(drawn: list[Drawn], args: argparse.Namespace) -> None:
     rows: list[tuple[str, Outcome]] = []
-    for n in (1, 2, 4, 6, 8, 12, 16):
+    for n in (1, 2, 4, 6, 8, 10, 12, 16):
         if n <= args.samples:
             rows.append((f"self-consistency n={n}", fixed(drawn, n)))
     for max_n in (8, 16):
         if max_n > args.samples:
             continue
-        for confidence in (0.95, 0.9, 0.8, 0.7):
+        for confidence in (0.95, 0.8):
             label = f"adaptive max {max_n}, beta {confidence}"
-            rows.append((label, adaptive(drawn, beta(confidence), max_n)))
-        for count in (2, 3, 4):
-            label = f"adaptive max {max_n}, {count} agree"
-            rows.append((label, adaptive(drawn, agree(count), max_n)))
+            rows.append((label, adaptive(drawn, rule_of("beta", confidence=confidence), max_n)))
+        for votes in (2, 3):
+            label = f"adaptive max {max_n}, votes {votes}"
+            rows.append((label, adaptive(drawn, rule_of("votes", votes=votes), max_n)))
+        label = f"adaptive max {max_n}, window 3"
+        rows.append((label, adaptive(drawn, rule_of("window", votes=3), max_n)))
     sc8 = fixed(drawn, min(8, args.samples))
-    for probe in (2, 3, 4):
-        for confidence in (0.95, 0.85, 0.75):
-            rows.append(
-                (
-                    f"batch budget = sc8, probe {probe}, beta {confidence}",
-                    budgeted(drawn, sc8.tokens, probe, confidence, args.samples),
-                )
-            )
+    for chunk in (5, len(drawn)):
+        for probe in (2, 4):
+            outcome = Outcome()
+            for start in range(0, len(drawn), chunk):
+                part = drawn[start : start + chunk]
+                budget = fixed(part, min(8, args.samples)).tokens
+                outcome.merge(budgeted(part, budget, probe, 0.85, args.samples))
+            label = f"batch budget = sc8, {chunk} problems a batch, probe {probe}"
+            rows.append((label, outcome))
     table = Table(title=f"replayed on {len(drawn)} problems x {args.samples} recorded samples")
-    for column in ("mode", "accuracy (95% CI)", "coverage", "samples", "tokens/problem", "vs sc8"):
+    columns = ("mode", "accuracy (95% CI)", "coverage", "samples", "tokens/problem", "vs sc8",
+               "right/wrong vs sc8")
+    for column in columns:
         table.add_column(column, justify="left" if column == "mode" else "right")
     for label, o in rows:
         low, high = wilson_interval(o.correct, o.problems)
@@ -268,6 +289,7 @@ def report(drawn: list[Drawn], args: argparse.Namespace) -> None:
             f"{o.samples / o.problems:.1f}",
             f"{o.tokens / o.problems:.0f}",
             f"{o.tokens / sc8.tokens:.2f}",
+            o.against(sc8),
         )
     Console(width=160).print(table)
 

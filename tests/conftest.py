@@ -10,6 +10,13 @@ import pytest
 from threadloom.types import Problem
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts Ray spends seconds on the cluster alone: it is slow as well."""
+    for item in items:
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def llama_worker() -> Iterator[object]:
     """One LlamaCppWorker on the bundled SmolLM2-135M for the whole session."""

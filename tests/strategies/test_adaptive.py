@@ -138,6 +138,24 @@ async def test_window_rule_stops_when_the_last_answers_agree() -> None:
     assert result.answer == "42"
 
 
+def test_votes_rule_fires_on_the_leaders_count_alone() -> None:
+    split = ["41", "43", "44", "41"]
+    assert settled(split, rule="votes", confidence=0.95, window=4, remaining=12, votes=2)
+    assert not settled(split[:3], rule="votes", confidence=0.95, window=4, remaining=12, votes=2)
+    assert not settled(split, rule="votes", confidence=0.95, window=4, remaining=12, votes=3)
+    assert not settled([None, None], rule="votes", confidence=0.95, window=4, remaining=12)
+
+
+async def test_votes_rule_stops_at_the_first_repeated_answer() -> None:
+    worker = FakeWorker(["41", "43", "42", "43", "42", "42"])
+    result = await arun(
+        QUESTION, "adaptive-consistency:max_n=16,wave=1,rule=votes,votes=2", worker=worker
+    )
+    assert len(worker.requests) == 4
+    assert result.answer == "43"
+    assert stop_node(result)["stop_reason"] == "settled"
+
+
 async def test_adaptive_returns_what_it_has_when_the_budget_runs_out() -> None:
     worker = FakeWorker(["41", "42", "43"])
     result = await arun(

@@ -215,7 +215,9 @@ class _PoolingHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def pooling_server() -> Iterator[str]:
     server = HTTPServer(("127.0.0.1", 0), _PoolingHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     thread.start()
     _PoolingHandler.received = []
     yield f"http://127.0.0.1:{server.server_address[1]}"

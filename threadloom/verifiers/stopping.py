@@ -8,11 +8,12 @@ from typing import Literal
 
 from threadloom.errors import ConfigError
 
-StopRule = Literal["beta", "window", "margin"]
+StopRule = Literal["beta", "window", "votes", "margin"]
 """beta: the leader beats the runner-up with posterior probability >= confidence (a Beta
 posterior over the top two answers' shares, as in Adaptive-Consistency); window: the last `window`
-answers all agree (Early-Stopping Self-Consistency); margin: only when the leader cannot be
-overtaken by the samples left (always applied as well)."""
+answers all agree (Early-Stopping Self-Consistency); votes: some answer has `votes` votes, however
+many others it has (the first answer to be repeated, for 2); margin: only when the leader cannot
+be overtaken by the samples left (always applied as well)."""
 
 
 def top_two(answers: Sequence[str | None]) -> tuple[str | None, int, int]:
@@ -59,6 +60,7 @@ def settled(
     confidence: float,
     window: int,
     remaining: int,
+    votes: int = 2,
 ) -> bool:
     """Whether sampling can stop: the rule fires, or the leader cannot be overtaken.
 
@@ -68,6 +70,7 @@ def settled(
         confidence: The beta rule's threshold, in (0.5, 1).
         window: How many latest answers must agree for the window rule.
         remaining: Samples that may still be drawn.
+        votes: The votes the leader needs for the votes rule.
     """
     _, first, second = top_two(answers)
     if cannot_be_overtaken(first, second, remaining):
@@ -77,6 +80,8 @@ def settled(
     if rule == "window":
         latest = answers[-window:]
         return len(latest) == window and latest[0] is not None and len(set(latest)) == 1
+    if rule == "votes":
+        return first >= votes
     if rule == "margin":
         return False
-    raise ConfigError(f"unknown stopping rule {rule!r}; use beta, window or margin")
+    raise ConfigError(f"unknown stopping rule {rule!r}; use beta, window, votes or margin")
