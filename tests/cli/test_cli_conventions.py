@@ -160,6 +160,7 @@ def test_sandbox_check_as_json() -> None:
 ADAPTIVE = ("run", "q", "-s", "adaptive-consistency", "--worker", "fake:7", "--json")
 
 
+@pytest.mark.slow
 def test_log_level_on_the_command_and_from_the_environment() -> None:
     quiet = threadloom(*ADAPTIVE)
     assert quiet.returncode == 0, quiet.stderr

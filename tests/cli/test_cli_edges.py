@@ -142,6 +142,7 @@ def test_plan_node_names_with_markup_print_as_written(tmp_path: Path) -> None:
     assert "[/x]: single" in shown.output
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_is_a_runtime_failure() -> None:
     done = threadloom("run", "q", "-n", "1", "--worker", "openai:http://127.0.0.1:1/v1")
     assert done.returncode == RUNTIME, done.stderr

@@ -300,6 +300,7 @@ def test_loaded_set_identity_changes_with_the_rows(tmp_path: Path) -> None:
 # --- the bench command ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bench_runs_a_cached_hub_dataset_and_a_parquet_file(hf_cache: Path, tmp_path: Path) -> None:
     cache_hub_dataset(hf_cache, "openai/gsm8k", "main", {"test": GSM8K_ROWS})
     quiz().to_parquet(str(tmp_path / "quiz.parquet"))

@@ -12,6 +12,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from threadloom import FakeWorker, Problem
 from threadloom.evaluation.bench import Verifiers, run_bench
 from threadloom.evaluation.records import ResultLog
@@ -55,6 +57,7 @@ def bench(
     )
 
 
+@pytest.mark.slow
 def test_rerun_with_another_model_is_refused_or_kept_apart(tmp_path: Path) -> None:
     data, out = dataset(tmp_path), tmp_path / "results.jsonl"
     first = bench(data, out, "fake:The answer is 4")
@@ -85,6 +88,7 @@ def test_rerun_with_another_model_is_refused_or_kept_apart(tmp_path: Path) -> No
     assert out.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_other_sampling_or_dataset_options_are_refused(tmp_path: Path) -> None:
     data, out = dataset(tmp_path), tmp_path / "results.jsonl"
     assert bench(data, out, "fake:The answer is 4").returncode == 0
@@ -144,6 +148,7 @@ def test_lone_surrogate_in_a_dataset_is_stored(tmp_path: Path) -> None:
     assert record["reference"] == "4\ufffd"
 
 
+@pytest.mark.slow
 def test_compare_prints_a_paired_table_and_json(tmp_path: Path) -> None:
     data = dataset(tmp_path)
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
@@ -163,6 +168,7 @@ def test_compare_prints_a_paired_table_and_json(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "not found" in missing.stderr
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_resume_does_exactly_the_rest(tmp_path: Path) -> None:
     out = tmp_path / "r.jsonl"
     script = textwrap.dedent(

@@ -315,6 +315,7 @@ GRAPH_MODULES = [
 ]
 
 
+@pytest.mark.slow
 def test_each_graph_module_imports_first_in_a_fresh_interpreter() -> None:
     script = "import importlib, sys\nimportlib.import_module(sys.argv[1])\n"
     for module in GRAPH_MODULES:

@@ -315,6 +315,7 @@ def test_a_client_that_leaves_a_plain_request_cancels_its_run() -> None:
         _assert_decoding_stopped(worker, of=3 * 400)
 
 
+@pytest.mark.slow
 def test_past_the_queue_bound_the_server_answers_429() -> None:
     worker = _slow_worker()
     with serving(worker, max_concurrent_runs=1, max_queued_runs=1) as url:

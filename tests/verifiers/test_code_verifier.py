@@ -169,6 +169,7 @@ def test_build_test_job_shapes() -> None:
 # ---- misbehaving candidates: each must be a failed score, not an exception or a hang -----------
 
 
+@pytest.mark.slow
 async def test_infinite_loop_times_out(verifier: CodeVerifier) -> None:
     started = time.monotonic()
     score = await verifier.score(humaneval(), solution("    while True:\n        pass"))
@@ -222,6 +223,7 @@ async def test_network_socket_fails(verifier: CodeVerifier) -> None:
     assert score.passed is False and "PermissionError" in score.detail
 
 
+@pytest.mark.slow
 async def test_output_flood_is_capped(verifier: CodeVerifier) -> None:
     flood = await verifier.score(humaneval(), solution("    while True:\n        print('x' * 80)"))
     assert flood.passed is False and flood.detail == "timed out after 3s"

@@ -187,6 +187,7 @@ async def test_attack_is_contained_by_bwrap(attack: Attack) -> None:
 # ---- kills: the wall clock, cancellation, the orchestrator's death -------------------------------
 
 
+@pytest.mark.slow
 @needs_bwrap
 async def test_wall_clock_kills_every_process_of_the_run() -> None:
     code = (
@@ -321,6 +322,7 @@ async def test_environment_is_stripped(
     assert "THREADLOOM_TEST_SECRET" not in result.stdout and "OPENAI_API_KEY" not in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isolation", BOTH)
 async def test_output_flood_is_capped(isolation: Isolation) -> None:
     limits = SandboxLimits(timeout_s=2.0, max_output_bytes=4096)
@@ -329,6 +331,7 @@ async def test_output_flood_is_capped(isolation: Isolation) -> None:
     assert 0 < len(result.stdout.encode()) <= 4096
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isolation", BOTH)
 async def test_cpu_limit_kills_a_busy_loop_before_the_wall_clock(isolation: Isolation) -> None:
     limits = SandboxLimits(cpu_s=1, timeout_s=20)
@@ -338,6 +341,7 @@ async def test_cpu_limit_kills_a_busy_loop_before_the_wall_clock(isolation: Isol
     assert result.duration_s < 15
 
 
+@pytest.mark.slow
 async def test_runs_concurrently_without_blocking_the_loop() -> None:
     isolation: Isolation = "bwrap" if BWRAP_PROBLEM is None else "guards"
     slow = run_in_sandbox("while True: pass", SandboxLimits(timeout_s=4), isolation=isolation)

@@ -144,6 +144,7 @@ def test_make_verifier_refuses_what_is_not_a_verifier() -> None:
         make_verifier(123)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 async def test_a_math_check_that_overruns_is_killed_and_the_next_check_runs() -> None:
     v = MathVerifier(timeout_s=2)
     try:

@@ -502,6 +502,7 @@ async def test_error_event_in_a_stream_is_typed() -> None:
             await collect_stream(worker.stream(chat("hi")))
 
 
+@pytest.mark.slow
 async def test_abort_closes_a_slow_stream() -> None:
     events = [chunk(f"t{i} ") for i in range(20)]
     with ScriptedServer([Reply(200, events=events, event_delay_s=0.5)]) as server:

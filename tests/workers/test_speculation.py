@@ -14,6 +14,7 @@ import threadloom as tl
 from threadloom.errors import ConfigError
 from threadloom.types import ChatMessage, GenerationRequest, SamplingParams
 from threadloom.workers.llamacpp.speculation import (
+    DraftPacer,
     PromptLookup,
     SpeculationConfig,
     SpeculationController,
@@ -212,6 +213,39 @@ def test_counters_and_unmeasured_steps() -> None:
     for _ in range(2):
         controller.record(speculative=True, tokens=10, seconds=0.1)
     assert controller.state().goodput_on == pytest.approx(100.0)
+
+
+def test_a_pacer_shrinks_rejected_drafts_pauses_and_regrows() -> None:
+    pacer = DraftPacer(first_room=8, most_pause=4)
+    assert pacer.room(8) == 8
+    pacer.verified(8, 2, 8)  # partly accepted: twice what was taken
+    assert pacer.room(8) == 4
+    pacer.verified(4, 4, 8)  # fully accepted: doubles, up to the most
+    assert pacer.room(8) == 8
+    pacer.verified(8, 5, 8)
+    assert pacer.room(8) == 8
+    pauses = []
+    for _ in range(4):  # rejected in a row: 1, 2, 4, 4 steps without a draft
+        pacer.verified(pacer.room(8) or 1, 0, 8)
+        skipped = 0
+        while pacer.room(8) == 0:
+            skipped += 1
+        pauses.append(skipped)
+    assert pauses == [1, 2, 4, 4]
+    assert pacer.room(8) == 1
+    pacer.verified(1, 1, 8)  # an accepted token ends the backoff and regrows the room
+    assert pacer.room(8) == 2
+    pacer.verified(2, 0, 8)
+    assert [pacer.room(8), pacer.room(8)] == [0, 1]
+
+
+def test_a_pacer_starts_small_and_doubles_while_drafts_are_taken() -> None:
+    pacer = DraftPacer()
+    rooms = []
+    for _ in range(4):
+        rooms.append(pacer.room(8))
+        pacer.verified(rooms[-1], rooms[-1], 8)
+    assert rooms == [2, 4, 8, 8]
 
 
 def test_config_is_validated() -> None:

@@ -16,6 +16,9 @@ sequence's next input token is followed in the batch by tokens drafted from its 
 with logits on. The sequence's sampler then samples position by position from those rows and
 keeps going while the sampled token equals the draft, so the output is exactly what plain
 decoding samples (greedy or not); the cells of rejected draft tokens are removed from the cache.
+Each sequence paces its own drafts by how its last one fared (`DraftPacer`), so the
+sequences of a batch that write free-form text stop paying for drafts while those copying keep
+them.
 
 This module imports `llama_cpp` and is imported only by the llama.cpp worker.
 """
@@ -42,6 +45,7 @@ from threadloom.workers.llamacpp.sampling import (
     TokenSampler,
 )
 from threadloom.workers.llamacpp.speculation import (
+    DraftPacer,
     PromptLookup,
     SpeculationConfig,
     SpeculationController,
@@ -105,6 +109,7 @@ class _Sequence:
     history_len: int = 0
     drafted_tokens: int = 0
     accepted_tokens: int = 0
+    pacer: DraftPacer = field(default_factory=DraftPacer)
 
     def remember(self, token: int) -> None:
         if self.history is not None:
@@ -461,6 +466,7 @@ class BatchedEngine:
         logits = np.ctypeslib.as_array(logits_ptr, shape=(outputs, self.n_vocab))
         now = time.perf_counter()
         emitted = drafted = accepted = verified = 0
+        most_drafted = self.speculation.config.num_pred_tokens
         row = 0
         with self._cond:
             for slot, _, draft in rows:
@@ -475,6 +481,7 @@ class BatchedEngine:
                     drafted += len(draft)
                     accepted += seq.accepted_tokens - before
                     verified += 1
+                    seq.pacer.verified(len(draft), seq.accepted_tokens - before, most_drafted)
         self.speculation.record(
             speculative=speculate,
             tokens=emitted,
@@ -489,8 +496,11 @@ class BatchedEngine:
         """Tokens drafted for a decoding sequence, bounded by its token, context and batch room."""
         if seq.completion_tokens == 0:
             return []
+        room = seq.pacer.room(self.speculation.config.num_pred_tokens)
+        if room == 0:
+            return []
         limit = min(
-            self.speculation.config.num_pred_tokens,
+            room,
             batch_room,
             seq.request.params.max_tokens - seq.completion_tokens - 1,
             self.n_ctx_seq - len(slot.kv_tokens) - 3,

@@ -7,6 +7,9 @@ verify drafted tokens:
   occurrence of its last few tokens (an n-gram) in its own history (prompt plus generated text)
   and proposing what followed it. Copy-heavy tasks (rewrite this code, quote the passage,
   fill in the form) are full of such repeats.
+- `DraftPacer` sizes one sequence's next draft by how its last one fared, so a sequence writing
+  free-form text stops paying for drafts that are rejected while one copying a passage keeps
+  full drafts.
 - `SpeculationController` decides, step by step, whether to speculate. In "on" and "off" it
   only measures. In "adaptive" it runs in the mode that has measured better, probes the other
   mode for one window every so often (less often each time a probe confirms the choice, and
@@ -134,6 +137,48 @@ class PromptLookup:
                 start = int(found[-1]) + n
                 return [int(t) for t in history[start : start + limit]]
         return []
+
+
+class DraftPacer:
+    """How many tokens one sequence drafts next.
+
+    The first draft holds `first_room` tokens. A fully accepted draft doubles the room (up to
+    the configured most); a partly accepted one sets it to twice what was accepted (a copied
+    passage that changed one word keeps long drafts, text that matched by chance gets short
+    ones); a fully rejected one leaves one token of room and pauses drafting for a few steps,
+    twice as many for each rejection in a row (up to `most_pause`). Drafts are verified
+    exactly, so pacing changes the cost of speculation, never the text.
+    """
+
+    __slots__ = ("_backoff", "_pause", "_room", "most_pause")
+
+    def __init__(self, first_room: int = 2, most_pause: int = 32) -> None:
+        self.most_pause = most_pause
+        self._room = first_room
+        self._pause = 0
+        self._backoff = 0
+
+    def room(self, most: int) -> int:
+        """Tokens the next draft may hold (0 while paused); call once per decode step."""
+        if self._pause > 0:
+            self._pause -= 1
+            return 0
+        return min(most, self._room)
+
+    def verified(self, drafted: int, accepted: int, most: int) -> None:
+        """Account a verified draft of `drafted` tokens of which `accepted` were taken."""
+        if drafted <= 0:
+            return
+        if accepted >= drafted:
+            self._room = min(most, 2 * max(self._room, drafted))
+            self._backoff = 0
+        elif accepted > 0:
+            self._room = min(most, 2 * accepted)
+            self._backoff = 0
+        else:
+            self._room = 1
+            self._backoff = min(self.most_pause, max(1, 2 * self._backoff))
+            self._pause = self._backoff
 
 
 _STALL_FACTOR = 4.0
