@@ -11,9 +11,9 @@ from threadloom.types import Problem
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that starts Ray spends seconds on the cluster alone: it is slow as well."""
+    """A test that starts Ray or a vLLM engine spends seconds on that alone: it is slow too."""
     for item in items:
-        if item.get_closest_marker("ray") is not None:
+        if item.get_closest_marker("ray") or item.get_closest_marker("vllm"):
             item.add_marker(pytest.mark.slow)
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every command runs in a fresh interpreter
+
 EXTRAS = {
     "plots": ("matplotlib",),
     "serve": ("starlette", "uvicorn", "sse_starlette", "prometheus_client", "fastapi"),

@@ -23,6 +23,9 @@ from threadloom.strategies.registry import make_strategy, strategy_kinds
 from threadloom.verifiers.registry import make_verifier, verifier_kinds
 from threadloom.workers.registry import make_worker, worker_kinds
 
+# pip installs the example package and every command runs in a fresh interpreter
+pytestmark = pytest.mark.slow
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plugin"
 PLUGIN = "threadloom-example-plugin"
 REPLIES = "fake:the answer is 12|4|a much longer answer: 7"
@@ -232,7 +235,6 @@ def test_kinds_resolve_aliases_and_spellings() -> None:
         make_worker("nope:1")
 
 
-@pytest.mark.slow
 def test_a_plugin_strategy_and_verifier_run_on_the_bundled_model(site: Path) -> None:
     data = ran(threadloom(site, "run", "What is 2 + 3?", "-s", "shortest-of-n:n=3",
                           "--verifier", "word-limit:400", "--max-tokens", "24", "--seed", "1",

@@ -105,6 +105,7 @@ async def test_a_token_budget_holds_against_a_worker_that_ignores_max_tokens() -
     assert worker.in_flight == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("on_error", ["fail", "keep"])
 async def test_a_failed_sample_leaves_nothing_running(on_error: str) -> None:
     def reply(request: GenerationRequest, index: int) -> str:

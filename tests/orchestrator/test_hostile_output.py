@@ -143,6 +143,7 @@ def test_the_rule_examples_cover_every_rule_kind() -> None:
     assert {rule["kind"] for rule in RULE_EXAMPLES} == set(RULE_KINDS)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(text=MODEL_TEXT, reference=st.one_of(st.none(), _HUGE_NUMBERS, _TRICKY, MODEL_TEXT))
 def test_rule_verifiers_score_any_answer(text: str, reference: str | None) -> None:
@@ -186,6 +187,7 @@ def _render(renderable: Any) -> str:
     return printed
 
 
+@pytest.mark.slow
 @FUZZ
 @given(replies=st.lists(MODEL_TEXT, min_size=1, max_size=3))
 def test_a_run_on_hostile_replies_completes_and_prints(replies: list[str]) -> None:

@@ -208,6 +208,7 @@ async def test_wall_clock_kills_every_process_of_the_run() -> None:
     assert pid_namespace_members(namespace) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isolation", BOTH)
 async def test_cancelled_run_leaves_no_process(isolation: Isolation) -> None:
     before = set(descendants(os.getpid()))
