@@ -163,6 +163,16 @@ def rule_of(name: StopRule, *, confidence: float = 0.95, votes: int = 2) -> Rule
     return rule
 
 
+def giving_up(rule: Rule, after: int) -> Rule:
+    """`rule`, or stop once `after` samples gave no answer twice (a problem taken as hopeless)."""
+
+    def stop(answers: Sequence[str | None], remaining: int) -> bool:
+        _, first, _ = top_two(answers)
+        return rule(answers, remaining) or (len(answers) >= after and first <= 1)
+
+    return stop
+
+
 @dataclass
 class Outcome:
     correct: int = 0
@@ -265,6 +275,9 @@ def report(drawn: list[Drawn], args: argparse.Namespace) -> None:
             rows.append((label, adaptive(drawn, rule_of("votes", votes=votes), max_n)))
         label = f"adaptive max {max_n}, window 3"
         rows.append((label, adaptive(drawn, rule_of("window", votes=3), max_n)))
+        for after in (4, 6):
+            label = f"adaptive max {max_n}, votes 2, give up after {after} distinct"
+            rows.append((label, adaptive(drawn, giving_up(rule_of("votes"), after), max_n)))
     sc8 = fixed(drawn, min(8, args.samples))
     for chunk in (5, len(drawn)):
         for probe in (2, 4):
