@@ -13,7 +13,7 @@ replayed adaptive run takes samples in the order they were drawn, one at a time,
 no tokens for samples that a live run with waves would abort part way.
 
     python benchmarks/stopping_rules.py [--problems 100] [--samples 16] [--seed 17]
-        [--out runs/stopping-rules.jsonl]
+        [--out runs/stopping-rules.jsonl] [--plot docs/adaptive-compute-replay.png]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from rich.table import Table
 
 from threadloom.data import load
 from threadloom.evaluation.bench import Verifiers, problem_seed, strategy_view
+from threadloom.evaluation.plot import pyplot
 from threadloom.evaluation.stats import wilson_interval
 from threadloom.orchestrator.context import RunContext
 from threadloom.types import Problem, SamplingParams
@@ -305,6 +306,45 @@ def report(drawn: list[Drawn], args: argparse.Namespace) -> None:
             o.against(sc8),
         )
     Console(width=160).print(table)
+    if args.plot:
+        plot(rows, drawn, Path(args.plot))
+
+
+def plot(rows: list[tuple[str, Outcome]], drawn: list[Drawn], path: Path) -> None:
+    """Accuracy against tokens: self-consistency at every n as a curve, the rest as points."""
+    plt = pyplot()
+    fig, axis = plt.subplots(figsize=(8, 5))
+    curve = [fixed(drawn, n) for n in range(1, len(drawn[0].samples) + 1)]
+    axis.plot(
+        [o.tokens / o.problems for o in curve],
+        [100 * o.correct / o.problems for o in curve],
+        marker=".",
+        color="grey",
+        label="self-consistency n=1..16",
+    )
+    markers = {"adaptive": "o", "batch": "s"}
+    shown = [(label, o) for label, o in rows if label.split()[0] in markers]
+    colors = plt.get_cmap("tab20")
+    for index, (label, o) in enumerate(shown):
+        kind = label.split()[0]
+        axis.plot(
+            o.tokens / o.problems,
+            100 * o.correct / o.problems,
+            marker=markers[kind],
+            linestyle="",
+            color=colors(index % 20),
+            label=label,
+        )
+    axis.set_xlabel("completion tokens per problem")
+    axis.set_ylabel("accuracy (%)")
+    axis.set_title(f"the same recorded samples, {len(drawn)} arithmetic problems, SmolLM2-135M")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"plot: {path}")
 
 
 def main() -> None:
@@ -316,6 +356,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--lanes", type=int, default=2, help="problems drawn at once")
     parser.add_argument("--out", default="runs/stopping-rules.jsonl")
+    parser.add_argument("--plot", help="write accuracy against tokens to this PNG")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
