@@ -9,7 +9,9 @@ Three measurements on the embedded SmolLM2-135M worker (its default slots):
    until its slowest sample ends (how benches ran before the slot gate).
 
 For 2 and 3 it prints the mean batch occupancy (requests on the worker, time-averaged over the
-bench), the aggregate tok/s, and both as a share of the raw limit.
+bench), the aggregate tok/s, and both as a share of the raw limit; and the rate counting the
+prompt tokens each problem prefilled as well, work that the raw runs (one short prompt, cached
+once) do not have.
 
     python benchmarks/batch_occupancy.py [--problems 16] [--n 8] [--max-tokens 256]
         [--raw-tokens 64]
@@ -47,8 +49,9 @@ async def raw_decode(worker: LlamaCppWorker, sequences: int, max_tokens: int) ->
 
 async def bench(
     worker: LlamaCppWorker, args: argparse.Namespace, *, shared: bool, seed: int
-) -> tuple[float, float, float]:
-    """(mean occupancy, busy occupancy, aggregate tok/s) of one self-consistency bench."""
+) -> tuple[float, float, float, float]:
+    """(mean occupancy, busy occupancy, completion tok/s, completion and prefilled prompt tok/s)
+    of one self-consistency bench."""
     problems = load("arithmetic", limit=args.problems, seed=seed)
     slots = worker.capabilities.max_batch
     if shared:
@@ -68,7 +71,8 @@ async def bench(
         )
         wall = time.perf_counter() - started
     tokens = sum(r.completion_tokens for r in records)
-    return gate.mean_occupancy(), gate.busy_occupancy(), tokens / wall
+    prefilled = sum(r.prompt_tokens - r.cached_prompt_tokens for r in records)
+    return gate.mean_occupancy(), gate.busy_occupancy(), tokens / wall, (tokens + prefilled) / wall
 
 
 async def main() -> None:
@@ -95,16 +99,21 @@ async def main() -> None:
         title=f"self-consistency n={args.n}, {args.problems} arithmetic problems, "
         f"{slots} slots, max_tokens={args.max_tokens}"
     )
-    for column in ("run", "mean occupancy", "busy occupancy", "tok/s", "share of raw tok/s"):
+    columns = ("run", "mean occupancy", "busy occupancy", "tok/s", "share of raw tok/s",
+               "with prefill tok/s", "its share of raw")
+    for column in columns:
         table.add_column(column, justify="left" if column == "run" else "right")
     table.add_row(f"raw decode, {slots} sequences (before / after)", f"{slots}", f"{slots}",
-                  f"{raw_before:.1f} / {raw_after:.1f}", "1.00")
-    for name, (mean, busy, rate) in (
+                  f"{raw_before:.1f} / {raw_after:.1f}", "1.00", "", "")
+    for name, (mean, busy, rate, processed) in (
         ("bench, slots shared across problems", shared),
         (f"bench, {max(1, slots // args.n)} problems at a time", grouped),
     ):
-        table.add_row(name, f"{mean:.1f}", f"{busy:.1f}", f"{rate:.1f}", f"{rate / raw:.2f}")
-    Console(width=150).print(table)
+        table.add_row(name, f"{mean:.1f}", f"{busy:.1f}", f"{rate:.1f}", f"{rate / raw:.2f}",
+                      f"{processed:.1f}", f"{processed / raw:.2f}")
+    Console(width=170).print(table)
+    print("with prefill: completion tokens plus the prompt tokens each problem had to prefill "
+          "(not served from the prefix cache), the work the raw runs do not have")
 
 
 if __name__ == "__main__":
