@@ -27,8 +27,9 @@ async def test_first_finish_aborts_losers_on_the_real_worker(llama_worker: Llama
     assert best is not None and best.finish_reason != "abort"
     aborted = best.metadata["aborted"]
     assert aborted == result.usage.aborted_generations
-    # the batch decodes in lockstep: losers stop within a step or two of the decision
-    assert best.metadata["tokens_after_decision"] <= 2 * max(aborted, 1)
+    # the batch decodes in lockstep: each of the 5 losers stops within a step or two of the
+    # decision (one may end on its own meanwhile, so it is not counted as aborted)
+    assert best.metadata["tokens_after_decision"] <= 2 * 5
     assert llama_worker.stats()["live_sequences"] == 0
     assert llama_worker.stats()["decoded_tokens"] - before["decoded_tokens"] < 6 * 200
 
