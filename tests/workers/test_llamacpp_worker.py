@@ -155,6 +155,25 @@ async def test_prompt_longer_than_the_context_is_a_clear_error() -> None:
         await worker.close()
 
 
+@pytest.mark.slow
+async def test_an_idle_engine_trims_retained_prefixes_before_a_new_burst() -> None:
+    worker = LlamaCppWorker(n_ctx=2048, n_slots=8)
+    try:
+        passages = [f"Passage {i}: " + " ".join(f"item {i}-{j} is blue." for j in range(50))
+                    for i in range(6)]  # fmt: skip
+        await asyncio.gather(
+            *(worker.generate(chat(p, temperature=0, max_tokens=2)) for p in passages)
+        )
+        assert worker.stats()["retained_cells"] > 2048 // 2
+        again = await worker.generate(chat(passages[-1], temperature=0, max_tokens=2))
+        # the prefix the new request shares is kept and served from the cache...
+        assert again.usage.cached_prompt_tokens >= again.usage.prompt_tokens - 1
+        # ...the least recently used others went, down to half the cache
+        assert worker.stats()["retained_cells"] <= 2048 // 2
+    finally:
+        await worker.close()
+
+
 def test_missing_model_file_names_the_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
     missing = tmp_path / "nope.gguf"
     with pytest.raises(ModelNotFoundError, match=r"nope\.gguf"):
