@@ -7,8 +7,9 @@ token of every decoding sequence plus chunks of prompts still being prefilled, r
 
 Prefix caching: a finished sequence keeps its KV cells (the slot is "retained") until the slot is
 needed, or until a burst of work starts on an idle engine while retained cells fill more than half
-the cache (least recently used first: a crowded cache slows every step). A new request whose prompt shares a token prefix with a live or retained sequence gets that
-prefix by `llama_memory_seq_cp` (the cells are shared, not recomputed); only the rest is prefilled.
+the cache (least recently used first: a crowded cache slows every step). A new request whose
+prompt shares a token prefix with a live or retained sequence gets that prefix by
+`llama_memory_seq_cp` (the cells are shared, not recomputed); only the rest is prefilled.
 Requests whose prompt matches one that is still being prefilled wait one step so they can share it
 (N samples of one prompt prefill it once).
 
