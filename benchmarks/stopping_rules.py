@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,18 +29,13 @@ from rich.console import Console
 from rich.table import Table
 
 from threadloom.data import load
+from threadloom.evaluation.allocation import BatchBudget, split_priority, vote_settled
 from threadloom.evaluation.bench import Verifiers, problem_seed, strategy_view
 from threadloom.evaluation.plot import pyplot
 from threadloom.evaluation.stats import wilson_interval
 from threadloom.orchestrator.context import RunContext
 from threadloom.types import Problem, SamplingParams
-from threadloom.verifiers.stopping import (
-    StopRule,
-    cannot_be_overtaken,
-    leader_probability,
-    settled,
-    top_two,
-)
+from threadloom.verifiers.stopping import StopRule, settled, top_two
 from threadloom.verifiers.voting import answer_key
 from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
@@ -229,27 +223,24 @@ def adaptive(drawn: list[Drawn], rule: Rule, max_n: int) -> Outcome:
 
 
 def budgeted(drawn: list[Drawn], budget: int, probe: int, confidence: float, max_n: int) -> Outcome:
-    """Probe every problem, then give one sample at a time to the most split open problem."""
+    """Probe every problem, then give one sample at a time to the open problem the batch
+    budget's allocator ranks first (its own settling and priority rules)."""
+    config = BatchBudget(
+        budget_tokens=budget, probe=probe, max_per_problem=max_n, confidence=confidence
+    )
     taken = {d.problem_id: list(d.samples[:probe]) for d in drawn}
     spent = sum(s.tokens for t in taken.values() for s in t)
     mean = spent / max(1, sum(len(t) for t in taken.values()))
 
     def priority(d: Drawn) -> float:
         keys = [s.key for s in taken[d.problem_id]]
-        _, first, second = top_two(keys)
-        if len(keys) >= max_n or len(keys) >= len(d.samples):
+        if len(keys) >= min(max_n, len(d.samples)) or vote_settled(keys, config):
             return -1.0
-        if cannot_be_overtaken(first, second, max_n - len(keys)):
-            return -1.0
-        if first > 0 and leader_probability(first, second) >= confidence:
-            return -1.0
-        split = 1.0 - leader_probability(first, second)
-        answered = (sum(k is not None for k in keys) + 1) / (len(keys) + 2)
-        return split * answered / math.sqrt(1 + len(keys))
+        return split_priority(keys, len(keys))
 
     while spent + mean <= budget:
         best = max(drawn, key=priority)
-        if priority(best) < 0:
+        if priority(best) <= 0:
             break
         sample = best.samples[len(taken[best.problem_id])]
         taken[best.problem_id].append(sample)

@@ -76,18 +76,29 @@ class ProblemState:
         return len(self.candidates) + self.in_flight
 
     def settled(self, config: BatchBudget) -> bool:
-        _, first, second = top_two(self.keys)
-        if cannot_be_overtaken(first, second, config.max_per_problem - len(self.keys)):
-            return True
-        return first > 0 and leader_probability(first, second) >= config.confidence
+        return vote_settled(self.keys, config)
 
     def priority(self) -> float:
-        """Higher for a more split vote, lower for a problem that rarely yields an answer and
-        for one that already has many samples (diminishing returns)."""
-        _, first, second = top_two(self.keys)
-        split = 1.0 - leader_probability(first, second)
-        answered = (sum(k is not None for k in self.keys) + 1) / (len(self.keys) + 2)
-        return split * answered / math.sqrt(1 + self.taken)
+        return split_priority(self.keys, self.taken)
+
+
+def vote_settled(keys: Sequence[str | None], config: BatchBudget) -> bool:
+    """Whether a problem's vote needs no more samples: its leader is sure enough at
+    `config.confidence`, or cannot be overtaken within `config.max_per_problem`."""
+    _, first, second = top_two(keys)
+    if cannot_be_overtaken(first, second, config.max_per_problem - len(keys)):
+        return True
+    return first > 0 and leader_probability(first, second) >= config.confidence
+
+
+def split_priority(keys: Sequence[str | None], taken: int) -> float:
+    """How much one more sample is worth to a problem: higher for a more split vote, lower for
+    a problem that rarely yields an answer and for one that already has many samples
+    (diminishing returns). `taken` counts its samples finished and in flight."""
+    _, first, second = top_two(keys)
+    split = 1.0 - leader_probability(first, second)
+    answered = (sum(k is not None for k in keys) + 1) / (len(keys) + 2)
+    return split * answered / math.sqrt(1 + taken)
 
 
 @dataclass
