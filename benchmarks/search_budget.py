@@ -90,7 +90,7 @@ async def main() -> None:
 
     problems = data.load("arithmetic", limit=args.limit, difficulty=args.difficulty)
     strategies = [make_strategy(spec) for specs in BUDGETS.values() for spec in specs]
-    worker = LlamaCppWorker(n_ctx=8192, n_slots=32)
+    worker = LlamaCppWorker(n_ctx=32 * 1024, n_slots=32)
     verifiers = Verifiers(selection="self-judge")  # Best-of-N picks with the same judge
     log = ResultLog(args.log)
     console = Console(width=160)

@@ -218,7 +218,7 @@ def vllm_workers(model: str | None, console: Console) -> dict[str, Worker] | Non
 
 async def bench_llamacpp(args: argparse.Namespace, console: Console) -> None:
     llama: dict[str, Worker] = {
-        mode: LlamaCppWorker(n_ctx=4096, n_slots=16, speculation=mode, worker_id=f"spec-{mode}")
+        mode: LlamaCppWorker(n_slots=16, speculation=mode, worker_id=f"spec-{mode}")
         for mode in MODES
     }
     model = llama["off"].capabilities.model

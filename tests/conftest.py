@@ -22,7 +22,7 @@ def llama_worker() -> Iterator[object]:
     """One LlamaCppWorker on the bundled SmolLM2-135M for the whole session."""
     from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
-    worker = LlamaCppWorker(n_ctx=4096, n_slots=16, worker_id="test-llama")
+    worker = LlamaCppWorker(n_slots=16, worker_id="test-llama")
     yield worker
     asyncio.run(worker.close())
 

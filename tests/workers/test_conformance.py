@@ -146,7 +146,7 @@ LLAMA_PROMPT = "Count from 1 to 500, one number per line."
 def _llama(n_slots: int = 2) -> Any:
     from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
-    return LlamaCppWorker(n_ctx=1024, n_slots=n_slots, worker_id="conformance-llama")
+    return LlamaCppWorker(n_ctx=1024 * n_slots, n_slots=n_slots, worker_id="conformance-llama")
 
 
 @pytest.fixture(scope="module")

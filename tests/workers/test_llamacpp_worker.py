@@ -61,7 +61,7 @@ async def test_logprobs_are_returned(llama_worker: LlamaCppWorker) -> None:
 async def test_seeded_sampling_reproduces() -> None:
     # Exact reproduction needs the same batch shapes: llama.cpp picks other kernels for bigger
     # batches, and adaptive speculation changes a sequence's batch from step to step.
-    worker = LlamaCppWorker(n_ctx=1024, n_slots=2, speculation="off")
+    worker = LlamaCppWorker(n_slots=2, speculation="off")
     try:
         request = chat("Name a fruit.", temperature=1.0, max_tokens=12, seed=11)
         a = await worker.generate(request)
@@ -156,20 +156,44 @@ async def test_prompt_longer_than_the_context_is_a_clear_error() -> None:
 
 
 @pytest.mark.slow
-async def test_an_idle_engine_trims_retained_prefixes_before_a_new_burst() -> None:
-    worker = LlamaCppWorker(n_ctx=2048, n_slots=8)
+async def test_a_prefix_reused_from_a_finished_sequence_gives_the_same_text() -> None:
+    # the finished sequence's slot is cut back to the shared prefix in place; a bad cut would
+    # leave stale cells where the new prompt's tail and completion go
+    passage = " ".join(f"Item {j} is blue." for j in range(40))
+    first = chat(passage + " What colour is item 3?", temperature=0, max_tokens=16)
+    second = chat(passage + " How many items are there?", temperature=0, max_tokens=16)
+    fresh = LlamaCppWorker(n_slots=2, speculation="off")
+    reused = LlamaCppWorker(n_slots=2, speculation="off")
     try:
-        passages = [f"Passage {i}: " + " ".join(f"item {i}-{j} is blue." for j in range(50))
-                    for i in range(6)]  # fmt: skip
-        await asyncio.gather(
-            *(worker.generate(chat(p, temperature=0, max_tokens=2)) for p in passages)
-        )
-        assert worker.stats()["retained_cells"] > 2048 // 2
-        again = await worker.generate(chat(passages[-1], temperature=0, max_tokens=2))
-        # the prefix the new request shares is kept and served from the cache...
-        assert again.usage.cached_prompt_tokens >= again.usage.prompt_tokens - 1
-        # ...the least recently used others went, down to half the cache
-        assert worker.stats()["retained_cells"] <= 2048 // 2
+        alone = await fresh.generate(second)
+        await reused.generate(first)
+        after = await reused.generate(second)
+        assert after.usage.cached_prompt_tokens > 100
+        assert alone.usage.cached_prompt_tokens == 0
+        assert after.text == alone.text
+    finally:
+        await fresh.close()
+        await reused.close()
+
+
+@pytest.mark.slow
+async def test_a_prefix_copied_from_a_live_sequence_into_another_stream() -> None:
+    # each slot has its own KV stream: sharing a live sequence's prefix copies that whole
+    # sequence into the new slot's stream and cuts it back to the prefix
+    passage = " ".join(f"Item {j} is blue." for j in range(40))
+    long_running = chat(passage + " Count from 1 to 200.", temperature=0, max_tokens=120)
+    question = chat(passage + " What colour is item 3?", temperature=0, max_tokens=16)
+    worker = LlamaCppWorker(n_slots=2, speculation="off")
+    try:
+        stream = worker.stream(long_running)
+        await anext(stream)  # the long request is decoding in slot 0
+        answer = await worker.generate(question)
+        assert answer.usage.cached_prompt_tokens > 100
+        assert answer.finish_reason == "stop"
+        assert "blue" in answer.text.lower()
+        assert worker.stats()["live_sequences"] == 1  # the long one is still running
+        rest = [delta async for delta in stream]
+        assert rest
     finally:
         await worker.close()
 

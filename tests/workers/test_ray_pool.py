@@ -601,7 +601,7 @@ async def test_embedded_model_in_an_actor(cluster: dict[str, str]) -> None:
     pool = RayPool(
         "llamacpp",
         resources={"num_cpus": 1, "custom": {"edge_node": 1}},
-        options={"n_ctx": 1024, "n_slots": 4},
+        options={"n_slots": 4},
     )
     try:
         deltas = []

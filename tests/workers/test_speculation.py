@@ -291,14 +291,18 @@ Workers = dict[str, LlamaCppWorker]
 def workers() -> Iterator[Workers]:
     """A plain and a speculating worker on the bundled model, fed the same requests in order.
 
-    Greedy equality is checked on single streams: batches of up to a few dozen tokens (one
-    token, or one token plus its draft) take the same llama.cpp CPU kernels and give the same
-    logits bit for bit, while larger batches (many sequences at once) switch kernels and round
-    differently with or without speculation.
+    Equality is checked on single streams with flash attention on: then one token, or one token
+    plus its draft, take the same llama.cpp CPU kernels and give the same logits bit for bit
+    (without flash attention the attention products of several query rows round differently),
+    while larger batches (many sequences at once) switch kernels with or without speculation.
     """
     made = {
-        "off": LlamaCppWorker(n_ctx=2048, n_slots=8, speculation="off", worker_id="spec-off"),
-        "on": LlamaCppWorker(n_ctx=2048, n_slots=8, speculation="on", worker_id="spec-on"),
+        "off": LlamaCppWorker(
+            n_slots=8, speculation="off", flash_attention=True, worker_id="spec-off"
+        ),
+        "on": LlamaCppWorker(
+            n_slots=8, speculation="on", flash_attention=True, worker_id="spec-on"
+        ),
     }
     yield made
     for worker in made.values():
@@ -442,7 +446,7 @@ async def test_many_concurrent_sequences_with_speculation(workers: Workers) -> N
 @pytest.mark.slow
 async def test_adaptive_worker_measures_both_modes() -> None:
     config = SpeculationConfig(mode="adaptive", window_steps=4, probe_every=1, max_probe_every=2)
-    worker = LlamaCppWorker(n_ctx=2048, n_slots=4, speculation=config)
+    worker = LlamaCppWorker(n_slots=4, speculation=config)
     try:
         for prompt in COPY_PROMPTS * 2:
             await worker.generate(chat(prompt, temperature=0, max_tokens=48))

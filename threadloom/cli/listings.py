@@ -108,7 +108,7 @@ def _measure_speculation(model: Path) -> dict[str, Any]:
     config = SpeculationConfig(mode="adaptive", window_steps=8, probe_every=1, max_probe_every=2)
 
     async def measure() -> dict[str, Any]:
-        worker = LlamaCppWorker(model, n_ctx=2048, n_slots=4, speculation=config)
+        worker = LlamaCppWorker(model, n_slots=4, speculation=config)
         try:
             for _ in range(3):
                 for prompt in prompts:

@@ -9,7 +9,7 @@ A cluster file is YAML (or JSON) read into `ClusterConfig`::
         kind: llamacpp
         replicas: 2
         resources: {num_cpus: 1}
-        options: {n_ctx: 4096, n_slots: 16}
+        options: {n_ctx: 16384, n_slots: 16}   # 1024 cells per slot
       prm:
         role: reward
         kind: llamacpp
