@@ -155,13 +155,15 @@ async def test_prompt_longer_than_the_context_is_a_clear_error() -> None:
         await worker.close()
 
 
+PASSAGE = " ".join(f"Item {j} is blue." for j in range(40))
+
+
 @pytest.mark.slow
 async def test_a_prefix_reused_from_a_finished_sequence_gives_the_same_text() -> None:
     # the finished sequence's slot is cut back to the shared prefix in place; a bad cut would
     # leave stale cells where the new prompt's tail and completion go
-    passage = " ".join(f"Item {j} is blue." for j in range(40))
-    first = chat(passage + " What colour is item 3?", temperature=0, max_tokens=16)
-    second = chat(passage + " How many items are there?", temperature=0, max_tokens=16)
+    first = chat(PASSAGE + " What colour is item 3?", temperature=0, max_tokens=16)
+    second = chat(PASSAGE + " How many items are there?", temperature=0, max_tokens=16)
     fresh = LlamaCppWorker(n_slots=2, speculation="off")
     reused = LlamaCppWorker(n_slots=2, speculation="off")
     try:
@@ -180,9 +182,8 @@ async def test_a_prefix_reused_from_a_finished_sequence_gives_the_same_text() ->
 async def test_a_prefix_copied_from_a_live_sequence_into_another_stream() -> None:
     # each slot has its own KV stream: sharing a live sequence's prefix copies that whole
     # sequence into the new slot's stream and cuts it back to the prefix
-    passage = " ".join(f"Item {j} is blue." for j in range(40))
-    long_running = chat(passage + " Count from 1 to 200.", temperature=0, max_tokens=120)
-    question = chat(passage + " What colour is item 3?", temperature=0, max_tokens=16)
+    long_running = chat(PASSAGE + " Count from 1 to 200.", temperature=0, max_tokens=120)
+    question = chat(PASSAGE + " What colour is item 3?", temperature=0, max_tokens=16)
     worker = LlamaCppWorker(n_slots=2, speculation="off")
     try:
         stream = worker.stream(long_running)
