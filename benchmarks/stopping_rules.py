@@ -178,12 +178,13 @@ class Outcome:
     right: list[bool] = field(default_factory=list)
     """Per problem, in order: whether the vote was right (for paired comparisons)."""
 
-    def add(self, taken: Sequence[Sample]) -> None:
+    def add(self, taken: Sequence[Sample], tokens: int | None = None) -> None:
+        """Count a problem that voted with `taken` and spent `tokens` (theirs by default)."""
         chosen = vote(taken)
         self.right.append(bool(chosen and chosen.correct))
         self.correct += bool(chosen and chosen.correct)
         self.covered += any(s.correct for s in taken)
-        self.tokens += sum(s.tokens for s in taken)
+        self.tokens += sum(s.tokens for s in taken) if tokens is None else tokens
         self.samples += len(taken)
         self.problems += 1
 
@@ -219,6 +220,18 @@ def adaptive(drawn: list[Drawn], rule: Rule, max_n: int) -> Outcome:
             if rule([s.key for s in taken], max_n - len(taken)):
                 break
         outcome.add(taken)
+    return outcome
+
+
+def first_to_finish(drawn: list[Drawn], n: int, k: int) -> Outcome:
+    """First-Finish: n samples decode in lockstep, the first k to end vote, the rest are
+    aborted then (each having spent as many tokens as the k-th finisher)."""
+    outcome = Outcome()
+    for d in drawn:
+        launched = list(d.samples[:n])
+        finishers = sorted(launched, key=lambda s: s.tokens)[:k]
+        cutoff = finishers[-1].tokens
+        outcome.add(finishers, tokens=sum(min(s.tokens, cutoff) for s in launched))
     return outcome
 
 
@@ -270,6 +283,10 @@ def report(drawn: list[Drawn], args: argparse.Namespace) -> None:
         for after in (4, 6):
             label = f"adaptive max {max_n}, votes 2, give up after {after} distinct"
             rows.append((label, adaptive(drawn, giving_up(rule_of("votes"), after), max_n)))
+    for n in (6, 8, 10, 16):
+        for k in (1, 2, 3, 4) if n == 8 else (2, 3, 4):
+            if n <= args.samples:
+                rows.append((f"first-finish n={n}, first {k} vote", first_to_finish(drawn, n, k)))
     sc8 = fixed(drawn, min(8, args.samples))
     for chunk in (5, len(drawn)):
         for probe in (2, 4):
@@ -325,6 +342,19 @@ def plot(rows: list[tuple[str, Outcome]], drawn: list[Drawn], path: Path) -> Non
             linestyle="",
             color=colors(index % 20),
             label=label,
+        )
+    first_finish: dict[str, list[Outcome]] = {}
+    for label, o in rows:
+        if label.startswith("first-finish"):
+            first_finish.setdefault(label.split(",")[0], []).append(o)
+    for index, (name, outcomes) in enumerate(first_finish.items()):
+        axis.plot(
+            [o.tokens / o.problems for o in outcomes],
+            [100 * o.correct / o.problems for o in outcomes],
+            marker="^",
+            linestyle=":",
+            color=plt.get_cmap("Dark2")(index % 8),
+            label=f"{name}, first 1-4 or 2-4 vote",
         )
     axis.set_xlabel("completion tokens per problem")
     axis.set_ylabel("accuracy (%)")

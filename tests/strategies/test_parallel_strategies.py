@@ -66,6 +66,16 @@ async def test_first_k_finishers_vote() -> None:
     assert len(result.candidates) == 3
 
 
+async def test_first_finishers_that_all_differ_go_to_the_surest_sample() -> None:
+    # FakeWorker gives "a" a log-probability near 0 and "z" about -1.7: the last of the three
+    # finishers is the surest, and with one vote each it wins the tie
+    replies = ["z 41", "z z 40", "a a a 42", "long " * 100 + "39"]
+    worker = FakeWorker(replies, token_delay_s=0.002)
+    result = await tl.arun(Q, "first-finish", n=4, k=3, worker=worker)
+    assert [c.metadata["finish_order"] for c in result.candidates] == [2, 0, 1]
+    assert result.answer == "42"
+
+
 def test_first_finish_rejects_k_above_n() -> None:
     with pytest.raises(tl.ConfigError, match="cannot exceed"):
         make_strategy("first-finish", n=2, k=3)
