@@ -4,13 +4,15 @@ Draws `--samples` samples of every arithmetic problem on the embedded worker onc
 sample's vote key, correctness, completion tokens and mean log-probability to a JSONL log
 (resumable: a rerun draws only the problems still missing). Then it replays, on those same
 samples, self-consistency with 1..N samples, adaptive self-consistency under several stopping
-rules and a batch budget under several allocation settings, and prints accuracy and tokens per
-problem side by side with Wilson 95% intervals.
+rules, First-Finish and a batch budget under several allocation settings, and prints accuracy
+and tokens per problem side by side with Wilson 95% intervals.
 
 Replaying recorded samples compares the rules on identical draws, which separate runs cannot:
-at 100 problems the sampling noise between two runs is larger than most rule differences. A
-replayed adaptive run takes samples in the order they were drawn, one at a time, so it counts
-no tokens for samples that a live run with waves would abort part way.
+at 100 problems the sampling noise between two runs is larger than most rule differences. Most
+adaptive rows take samples in the order they were drawn, one at a time, and so count no tokens
+for samples that a live run with waves would abort part way; the "one wave" rows replay a live
+run whose samples all decode together, finish shortest first and are aborted when the rule
+fires.
 
     python benchmarks/stopping_rules.py [--problems 100] [--samples 16] [--seed 17]
         [--out runs/stopping-rules.jsonl] [--plot docs/adaptive-compute-replay.png]
@@ -223,6 +225,31 @@ def adaptive(drawn: list[Drawn], rule: Rule, max_n: int) -> Outcome:
     return outcome
 
 
+def adaptive_in_waves(drawn: list[Drawn], rule: Rule, max_n: int, wave: int) -> Outcome:
+    """adaptive-consistency as it runs live: each wave of samples decodes in lockstep, so they
+    finish shortest first; the rule is asked after every finished sample, and when it fires
+    the rest of the wave is aborted, each having spent as many tokens as the last finisher."""
+    outcome = Outcome()
+    for d in drawn:
+        taken: list[Sample] = []
+        spent = 0
+        stopped = False
+        for start in range(0, min(max_n, len(d.samples)), wave):
+            launched = list(d.samples[start : min(start + wave, max_n)])
+            cutoff = max(s.tokens for s in launched)
+            for sample in sorted(launched, key=lambda s: s.tokens):
+                taken.append(sample)
+                if rule([s.key for s in taken], max_n - len(taken)):
+                    cutoff = sample.tokens
+                    stopped = True
+                    break
+            spent += sum(min(s.tokens, cutoff) for s in launched)
+            if stopped:
+                break
+        outcome.add(taken, tokens=spent)
+    return outcome
+
+
 def first_to_finish(drawn: list[Drawn], n: int, k: int) -> Outcome:
     """First-Finish: n samples decode in lockstep, the first k to end vote, the rest are
     aborted then (each having spent as many tokens as the k-th finisher)."""
@@ -283,6 +310,12 @@ def report(drawn: list[Drawn], args: argparse.Namespace) -> None:
         for after in (4, 6):
             label = f"adaptive max {max_n}, votes 2, give up after {after} distinct"
             rows.append((label, adaptive(drawn, giving_up(rule_of("votes"), after), max_n)))
+    for max_n in (8, 16):
+        for votes in (2, 3):
+            if max_n <= args.samples:
+                label = f"adaptive max {max_n}, one wave (finish order), votes {votes}"
+                outcome = adaptive_in_waves(drawn, rule_of("votes", votes=votes), max_n, max_n)
+                rows.append((label, outcome))
     for n in (6, 8, 10, 16):
         for k in (1, 2, 3, 4) if n == 8 else (2, 3, 4):
             if n <= args.samples:
@@ -321,7 +354,7 @@ def report(drawn: list[Drawn], args: argparse.Namespace) -> None:
 def plot(rows: list[tuple[str, Outcome]], drawn: list[Drawn], path: Path) -> None:
     """Accuracy against tokens: self-consistency at every n as a curve, the rest as points."""
     plt = pyplot()
-    fig, axis = plt.subplots(figsize=(8, 5))
+    fig, axis = plt.subplots(figsize=(11, 5.5))
     curve = [fixed(drawn, n) for n in range(1, len(drawn[0].samples) + 1)]
     axis.plot(
         [o.tokens / o.problems for o in curve],
@@ -360,7 +393,7 @@ def plot(rows: list[tuple[str, Outcome]], drawn: list[Drawn], path: Path) -> Non
     axis.set_ylabel("accuracy (%)")
     axis.set_title(f"the same recorded samples, {len(drawn)} arithmetic problems, SmolLM2-135M")
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=6, loc="lower right")
+    axis.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
