@@ -16,6 +16,10 @@ fires.
 
     python benchmarks/stopping_rules.py [--problems 100] [--samples 16] [--seed 17]
         [--out runs/stopping-rules.jsonl] [--plot docs/adaptive-compute-replay.png]
+    python benchmarks/stopping_rules.py --pooled docs/adaptive-compute-samples*.jsonl
+
+The last column is an exact two-sided sign test (McNemar) on the problems won and lost against
+self-consistency n=8.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from threadloom.data import load
 from threadloom.evaluation.allocation import BatchBudget, split_priority, vote_settled
 from threadloom.evaluation.bench import Verifiers, problem_seed, strategy_view
 from threadloom.evaluation.plot import pyplot
-from threadloom.evaluation.stats import wilson_interval
+from threadloom.evaluation.stats import mcnemar_exact, wilson_interval
 from threadloom.orchestrator.context import RunContext
 from threadloom.types import Problem, SamplingParams
 from threadloom.verifiers.stopping import StopRule, settled, top_two
@@ -198,12 +202,10 @@ class Outcome:
         self.problems += other.problems
         self.right += other.right
 
-    def against(self, baseline: Outcome) -> str:
+    def against(self, baseline: Outcome) -> tuple[int, int]:
         """Problems this got right and the baseline wrong, and the other way round."""
         pairs = list(zip(self.right, baseline.right, strict=True))
-        won = sum(a and not b for a, b in pairs)
-        lost = sum(b and not a for a, b in pairs)
-        return f"+{won} / -{lost}"
+        return sum(a and not b for a, b in pairs), sum(b and not a for a, b in pairs)
 
 
 def fixed(drawn: list[Drawn], n: int) -> Outcome:
@@ -291,13 +293,14 @@ def budgeted(drawn: list[Drawn], budget: int, probe: int, confidence: float, max
     return outcome
 
 
-def report(drawn: list[Drawn], args: argparse.Namespace) -> None:
+def modes(drawn: list[Drawn], samples: int) -> list[tuple[str, Outcome]]:
+    """Every mode replayed on `drawn`, each with its label."""
     rows: list[tuple[str, Outcome]] = []
     for n in (1, 2, 4, 6, 8, 10, 12, 16):
-        if n <= args.samples:
+        if n <= samples:
             rows.append((f"self-consistency n={n}", fixed(drawn, n)))
     for max_n in (8, 16):
-        if max_n > args.samples:
+        if max_n > samples:
             continue
         for confidence in (0.95, 0.8):
             label = f"adaptive max {max_n}, beta {confidence}"
@@ -312,43 +315,70 @@ def report(drawn: list[Drawn], args: argparse.Namespace) -> None:
             rows.append((label, adaptive(drawn, giving_up(rule_of("votes"), after), max_n)))
     for max_n in (8, 16):
         for votes in (2, 3):
-            if max_n <= args.samples:
+            if max_n <= samples:
                 label = f"adaptive max {max_n}, one wave (finish order), votes {votes}"
                 outcome = adaptive_in_waves(drawn, rule_of("votes", votes=votes), max_n, max_n)
                 rows.append((label, outcome))
     for n in (6, 8, 10, 16):
         for k in (1, 2, 3, 4) if n == 8 else (2, 3, 4):
-            if n <= args.samples:
+            if n <= samples:
                 rows.append((f"first-finish n={n}, first {k} vote", first_to_finish(drawn, n, k)))
-    sc8 = fixed(drawn, min(8, args.samples))
     for chunk in (5, len(drawn)):
         for probe in (2, 4):
             outcome = Outcome()
             for start in range(0, len(drawn), chunk):
                 part = drawn[start : start + chunk]
-                budget = fixed(part, min(8, args.samples)).tokens
-                outcome.merge(budgeted(part, budget, probe, 0.85, args.samples))
+                budget = fixed(part, min(8, samples)).tokens
+                outcome.merge(budgeted(part, budget, probe, 0.85, samples))
             label = f"batch budget = sc8, {chunk} problems a batch, probe {probe}"
             rows.append((label, outcome))
-    table = Table(title=f"replayed on {len(drawn)} problems x {args.samples} recorded samples")
+    return rows
+
+
+def baseline(rows: list[tuple[str, Outcome]]) -> Outcome:
+    return dict(rows)["self-consistency n=8"]
+
+
+def print_table(rows: list[tuple[str, Outcome]], title: str) -> None:
+    sc8 = baseline(rows)
+    table = Table(title=title)
     columns = ("mode", "accuracy (95% CI)", "coverage", "samples", "tokens/problem", "vs sc8",
-               "right/wrong vs sc8")
+               "right/wrong vs sc8", "p")
     for column in columns:
         table.add_column(column, justify="left" if column == "mode" else "right")
     for label, o in rows:
         low, high = wilson_interval(o.correct, o.problems)
+        won, lost = o.against(sc8)
         table.add_row(
             label,
-            f"{100 * o.correct / o.problems:.0f}% ({100 * low:.0f}-{100 * high:.0f})",
+            f"{100 * o.correct / o.problems:.1f}% ({100 * low:.0f}-{100 * high:.0f})",
             f"{100 * o.covered / o.problems:.0f}%",
             f"{o.samples / o.problems:.1f}",
             f"{o.tokens / o.problems:.0f}",
             f"{o.tokens / sc8.tokens:.2f}",
-            o.against(sc8),
+            f"+{won} / -{lost}",
+            f"{mcnemar_exact(won, lost):.3f}" if won + lost else "",
         )
-    Console(width=160).print(table)
+    Console(width=170).print(table)
+
+
+def report(drawn: list[Drawn], args: argparse.Namespace) -> None:
+    rows = modes(drawn, args.samples)
+    print_table(rows, f"replayed on {len(drawn)} problems x {args.samples} recorded samples")
     if args.plot:
         plot(rows, drawn, Path(args.plot))
+
+
+def pooled(paths: list[Path], samples: int) -> None:
+    """Each draw replayed on its own (a batch budget never spans two draws), then summed."""
+    total: dict[str, Outcome] = {}
+    for path in paths:
+        drawn = [d for d in read(path) if len(d.samples) >= samples]
+        for label, outcome in modes(drawn, samples):
+            total.setdefault(label, Outcome()).merge(outcome)
+    problems = baseline(list(total.items())).problems
+    title = f"replayed on {len(paths)} draws, {problems} problems x {samples} recorded samples"
+    print_table(list(total.items()), title)
 
 
 def plot(rows: list[tuple[str, Outcome]], drawn: list[Drawn], path: Path) -> None:
@@ -412,7 +442,13 @@ def main() -> None:
     parser.add_argument("--out", default="runs/stopping-rules.jsonl")
     parser.add_argument("--plot", help="write accuracy against tokens to this PNG")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument(
+        "--pooled", nargs="+", metavar="JSONL", help="only print every mode summed over these draws"
+    )
     args = parser.parse_args()
+    if args.pooled:
+        pooled([Path(p) for p in args.pooled], args.samples)
+        return
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     problems = load(DATASET, limit=args.problems, seed=args.seed)
