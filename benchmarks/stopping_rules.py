@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,25 @@ def vote(samples: Sequence[Sample]) -> Sample | None:
     return members[0]
 
 
+def weighted_vote(samples: Sequence[Sample]) -> Sample | None:
+    """confidence-vote's `weighted` selection with `measure=mean`: each vote weighs
+    exp(mean log-probability)."""
+    weights: dict[str, float] = {}
+    for sample in samples:
+        if sample.key is not None:
+            weights[sample.key] = weights.get(sample.key, 0.0) + math.exp(sample.mean_logprob)
+    if not weights:
+        return None
+    best = max(weights, key=lambda key: weights[key])
+    return next(s for s in samples if s.key == best)
+
+
+def surest(samples: Sequence[Sample], share: float) -> list[Sample]:
+    """confidence-vote's filter: the `share` of samples with the best mean log-probability."""
+    count = max(1, math.ceil(share * len(samples)))
+    return sorted(samples, key=lambda s: -s.mean_logprob)[:count]
+
+
 Rule = Callable[[Sequence[str | None], int], bool]
 """(answers so far, samples still allowed) -> stop now."""
 
@@ -184,9 +204,16 @@ class Outcome:
     right: list[bool] = field(default_factory=list)
     """Per problem, in order: whether the vote was right (for paired comparisons)."""
 
-    def add(self, taken: Sequence[Sample], tokens: int | None = None) -> None:
-        """Count a problem that voted with `taken` and spent `tokens` (theirs by default)."""
-        chosen = vote(taken)
+    def add(
+        self,
+        taken: Sequence[Sample],
+        tokens: int | None = None,
+        voters: Sequence[Sample] | None = None,
+        select: Callable[[Sequence[Sample]], Sample | None] = vote,
+    ) -> None:
+        """Count a problem that drew `taken`, spent `tokens` (theirs by default) and chose
+        among `voters` (all of `taken` by default) with `select`."""
+        chosen = select(taken if voters is None else voters)
         self.right.append(bool(chosen and chosen.correct))
         self.correct += bool(chosen and chosen.correct)
         self.covered += any(s.correct for s in taken)
@@ -212,6 +239,16 @@ def fixed(drawn: list[Drawn], n: int) -> Outcome:
     outcome = Outcome()
     for d in drawn:
         outcome.add(d.samples[:n])
+    return outcome
+
+
+def confidence_voted(drawn: list[Drawn], n: int, keep: float | None) -> Outcome:
+    """confidence-vote with `measure=mean`: weighted, or filtered to the surest `keep` share."""
+    outcome = Outcome()
+    for d in drawn:
+        taken = d.samples[:n]
+        voters = taken if keep is None else surest(taken, keep)
+        outcome.add(taken, voters=voters, select=weighted_vote)
     return outcome
 
 
@@ -299,6 +336,12 @@ def modes(drawn: list[Drawn], samples: int) -> list[tuple[str, Outcome]]:
     for n in (1, 2, 4, 6, 8, 10, 12, 16):
         if n <= samples:
             rows.append((f"self-consistency n={n}", fixed(drawn, n)))
+    for n in (8, 16):
+        for keep in (None, 0.5):
+            if n <= samples:
+                kind = "weighted" if keep is None else f"filtered to the surest {keep}"
+                label = f"confidence-vote n={n}, mean log-prob, {kind}"
+                rows.append((label, confidence_voted(drawn, n, keep)))
     for max_n in (8, 16):
         if max_n > samples:
             continue
@@ -366,7 +409,7 @@ def report(drawn: list[Drawn], args: argparse.Namespace) -> None:
     rows = modes(drawn, args.samples)
     print_table(rows, f"replayed on {len(drawn)} problems x {args.samples} recorded samples")
     if args.plot:
-        plot(rows, drawn, Path(args.plot))
+        plot(rows, drawn, Path(args.plot), args.seed)
 
 
 def pooled(paths: list[Path], samples: int) -> None:
@@ -381,7 +424,7 @@ def pooled(paths: list[Path], samples: int) -> None:
     print_table(list(total.items()), title)
 
 
-def plot(rows: list[tuple[str, Outcome]], drawn: list[Drawn], path: Path) -> None:
+def plot(rows: list[tuple[str, Outcome]], drawn: list[Drawn], path: Path, seed: int) -> None:
     """Accuracy against tokens: self-consistency at every n as a curve, the rest as points."""
     plt = pyplot()
     fig, axis = plt.subplots(figsize=(11, 5.5))
@@ -393,7 +436,7 @@ def plot(rows: list[tuple[str, Outcome]], drawn: list[Drawn], path: Path) -> Non
         color="grey",
         label="self-consistency n=1..16",
     )
-    markers = {"adaptive": "o", "batch": "s"}
+    markers = {"adaptive": "o", "batch": "s", "confidence-vote": "D"}
     shown = [(label, o) for label, o in rows if label.split()[0] in markers]
     colors = plt.get_cmap("tab20")
     for index, (label, o) in enumerate(shown):
@@ -421,7 +464,9 @@ def plot(rows: list[tuple[str, Outcome]], drawn: list[Drawn], path: Path) -> Non
         )
     axis.set_xlabel("completion tokens per problem")
     axis.set_ylabel("accuracy (%)")
-    axis.set_title(f"the same recorded samples, {len(drawn)} arithmetic problems, SmolLM2-135M")
+    axis.set_title(
+        f"the same recorded samples, {len(drawn)} arithmetic problems (seed {seed}), SmolLM2-135M"
+    )
     axis.grid(alpha=0.3)
     axis.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
