@@ -252,19 +252,7 @@ def confidence_voted(drawn: list[Drawn], n: int, keep: float | None) -> Outcome:
     return outcome
 
 
-def adaptive(drawn: list[Drawn], rule: Rule, max_n: int) -> Outcome:
-    outcome = Outcome()
-    for d in drawn:
-        taken: list[Sample] = []
-        for sample in d.samples[:max_n]:
-            taken.append(sample)
-            if rule([s.key for s in taken], max_n - len(taken)):
-                break
-        outcome.add(taken)
-    return outcome
-
-
-def adaptive_in_waves(drawn: list[Drawn], rule: Rule, max_n: int, wave: int) -> Outcome:
+def adaptive(drawn: list[Drawn], rule: Rule, max_n: int, wave: int = 1) -> Outcome:
     """adaptive-consistency as it runs live: each wave of samples decodes in lockstep, so they
     finish shortest first; the rule is asked after every finished sample, and when it fires
     the rest of the wave is aborted, each having spent as many tokens as the last finisher."""
@@ -360,7 +348,7 @@ def modes(drawn: list[Drawn], samples: int) -> list[tuple[str, Outcome]]:
         for votes in (2, 3):
             if max_n <= samples:
                 label = f"adaptive max {max_n}, one wave (finish order), votes {votes}"
-                outcome = adaptive_in_waves(drawn, rule_of("votes", votes=votes), max_n, max_n)
+                outcome = adaptive(drawn, rule_of("votes", votes=votes), max_n, wave=max_n)
                 rows.append((label, outcome))
     for n in (6, 8, 10, 16):
         for k in (1, 2, 3, 4) if n == 8 else (2, 3, 4):

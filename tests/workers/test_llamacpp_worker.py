@@ -6,7 +6,13 @@ import asyncio
 
 import pytest
 
-from threadloom import ContextLengthError, GenerationRequest, ModelNotFoundError, SamplingParams
+from threadloom import (
+    ConfigError,
+    ContextLengthError,
+    GenerationRequest,
+    ModelNotFoundError,
+    SamplingParams,
+)
 from threadloom.types import ChatMessage, Completion
 from threadloom.workers.llamacpp.worker import LlamaCppWorker
 
@@ -151,6 +157,34 @@ async def test_prompt_longer_than_the_context_is_a_clear_error() -> None:
         # the worker still serves after the error
         ok = await worker.generate(chat("Hi", max_tokens=4))
         assert ok.usage.completion_tokens >= 1
+    finally:
+        await worker.close()
+
+
+def test_too_few_cells_per_slot_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match=r"leaves 25 cells to each of the 4 slots"):
+        LlamaCppWorker(n_ctx=100, n_slots=4)
+
+
+@pytest.mark.slow
+async def test_a_completion_stops_at_the_end_of_its_own_slot_while_a_neighbour_goes_on() -> None:
+    # counting on and on fills its own slot's stream and ends there ("length"), without taking
+    # cells from the other sequence, which finishes as asked
+    worker = LlamaCppWorker(n_ctx=512, n_slots=2, speculation="off")
+    per_slot = worker.capabilities.max_context
+    counting = GenerationRequest(
+        text="1, 2, 3, 4, 5, 6,", params=SamplingParams(temperature=0, max_tokens=1000)
+    )
+    try:
+        endless, short = await asyncio.gather(
+            worker.generate(counting),
+            worker.generate(chat("Say hello.", max_tokens=6, temperature=0)),
+        )
+        assert endless.finish_reason == "length"
+        assert endless.usage.prompt_tokens + endless.usage.completion_tokens <= per_slot
+        assert endless.usage.completion_tokens > per_slot // 2
+        assert short.usage.completion_tokens >= 1
+        assert worker.stats()["live_sequences"] == 0
     finally:
         await worker.close()
 

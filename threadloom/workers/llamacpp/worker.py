@@ -65,9 +65,10 @@ class LlamaCppWorker(BaseWorker):
 
     Args:
         model: Path of a GGUF file; None loads the bundled SmolLM2-135M-Instruct.
-        n_ctx: KV-cache cells in all; each of the `n_slots` sequences owns `n_ctx // n_slots`,
-            the longest prompt plus completion one request may have. None for
-            `CONTEXT_PER_SLOT` tokens per slot.
+        n_ctx: KV-cache cells in all; each of the `n_slots` sequences owns `n_ctx // n_slots`
+            (llama.cpp may round it up; `capabilities.max_context` says what it gave), the
+            longest prompt plus completion one request may have. None for `CONTEXT_PER_SLOT`
+            tokens per slot.
         n_slots: Sequences decoded together (live requests plus cached prefixes); None for
             `default_slots()`, which fits the machine's cores.
         max_batch_tokens: Tokens per forward pass (decode tokens plus prompt chunks).
